@@ -1,0 +1,162 @@
+"""The `forge` command. The `%forge` magics use the very same parser (`build_parser`), so every
+option is defined once.
+
+Commands live next to the code they drive: each module in `COMMAND_MODULES` has a
+`register(subparsers)` function that adds its subcommands with `set_defaults(handler=...)`.
+A handler takes `(args, ctx: CommandContext)` and returns a DataFrame, a string or a dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from forgekit import __version__
+from forgekit.errors import ConfigError, ForgeError
+
+COMMAND_MODULES = (
+    "forgekit.commands",
+    "forgekit.methods.commands",
+)
+
+
+class UsageError(ForgeError):
+    """Bad command-line words: an unknown command or option, a missing value."""
+
+
+class HelpShown(Exception):
+    """Raised instead of exiting after --help has been printed (so a magic can return)."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse that raises instead of calling sys.exit, so the magics can use it too."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+    def exit(self, status: int = 0, message: str | None = None):  # type: ignore[override]
+        if message:
+            print(message, file=sys.stderr, end="")
+        if status:
+            raise UsageError(message or f"{self.prog}: exited with status {status}")
+        raise HelpShown()
+
+
+@dataclass
+class CommandContext:
+    """What a command handler may use besides its options.
+
+    `namespace` holds notebook variables when called from a magic, so `--input df` can name a
+    DataFrame; `cell` is the body of a `%%forge` cell.
+    """
+
+    namespace: dict[str, Any] | None = None
+    cell: str | None = None
+    interactive: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolve_input(self, value: Any) -> Any:
+        """A notebook variable of that name if there is one, else the value (a path) itself."""
+        if isinstance(value, str) and self.namespace is not None and value.isidentifier():
+            if value in self.namespace:
+                return self.namespace[value]
+            if not os.path.exists(value):
+                raise ConfigError(
+                    f"--input {value}: no notebook variable and no file named {value!r}"
+                )
+        if isinstance(value, str) and not os.path.exists(value):
+            raise ConfigError(f"--input {value}: no such file")
+        return value
+
+
+def build_parser(prog: str = "forge") -> CommandParser:
+    parser = CommandParser(
+        prog=prog,
+        description="forgekit: synthesize and evaluate LLM training data.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"forgekit {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show full tracebacks instead of one-line errors"
+    )
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=CommandParser
+    )
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def parse(argv: Sequence[str] | str, prog: str = "forge") -> argparse.Namespace:
+    """Parse a command line (a list, or a string split with shell quoting)."""
+    if isinstance(argv, str):
+        argv = shlex.split(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(list(argv))
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        raise HelpShown()
+    return args
+
+
+def execute(args: argparse.Namespace, ctx: CommandContext | None = None) -> Any:
+    return args.handler(args, ctx or CommandContext())
+
+
+def render(result: Any) -> str:
+    """How the CLI prints a handler's result."""
+    if result is None:
+        return ""
+    if isinstance(result, str):
+        return result
+    if hasattr(result, "to_string"):
+        import pandas as pd
+
+        info = result.attrs.get("forgekit", {}) if hasattr(result, "attrs") else {}
+        table = result
+        if info and {"input", "output"} <= set(result.columns):
+            # A run's records: the readable columns; the full record is in the JSONL.
+            table = result[[c for c in ("id", "input", "output") if c in result.columns]]
+        with pd.option_context("display.max_colwidth", 70, "display.width", 200):
+            text = table.to_string(max_rows=40)
+        if info.get("summary"):
+            text += "\n" + info["summary"]
+        return text
+    return json.dumps(result, indent=2, ensure_ascii=False, default=str)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = parse(argv)
+        output = render(execute(args))
+    except HelpShown:
+        return 0
+    except KeyboardInterrupt:
+        print("forge: interrupted; finished records were kept", file=sys.stderr)
+        return 130
+    except ForgeError as exc:
+        if debug:
+            raise
+        print(f"forge: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, UsageError) else 1
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        if debug:
+            raise
+        print(f"forge: error: {exc}", file=sys.stderr)
+        return 1
+    if output:
+        print(output)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

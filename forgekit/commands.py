@@ -1,0 +1,162 @@
+"""Core `forge` commands (models, config) and the option groups every method command
+shares. The CLI and the `%forge` magics both build on these definitions."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from forgekit.config import config_path, default_model_name, get_profile, list_profiles
+from forgekit.engine import RunConfig
+from forgekit.engine.cache import default_cache_path
+
+
+def add_model_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-m",
+        "--model",
+        default=None,
+        help="model profile name (default: $FORGEKIT_MODEL, the config's default_model, or "
+        "'local', the embedded SmolLM2); see `forge models`",
+    )
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Output, resume and engine options shared by every method command."""
+    group = parser.add_argument_group("output and run control")
+    group.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        help="JSONL file the records are appended to; a re-run resumes it",
+    )
+    group.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh: move an existing --out aside (kept as .bak)",
+    )
+    group.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="requests in flight at once (default: 1 for local, 32 for HTTP)",
+    )
+    group.add_argument("--rpm", type=float, default=None, help="requests-per-minute limit")
+    group.add_argument("--tpm", type=float, default=None, help="tokens-per-minute limit")
+    group.add_argument(
+        "--max-requests", type=int, default=None, help="stop after this many requests"
+    )
+    group.add_argument(
+        "--max-tokens-total",
+        dest="max_tokens_total",
+        type=int,
+        default=None,
+        help="stop after this many tokens (prompt + completion)",
+    )
+    group.add_argument("--max-cost", type=float, default=None, help="stop after this many USD")
+    group.add_argument(
+        "--retries", type=int, default=5, help="retries per request on 429/5xx/timeouts (default 5)"
+    )
+    group.add_argument(
+        "--no-cache", action="store_true", help="do not read or write the response cache"
+    )
+    group.add_argument(
+        "--cache-path", default=None, help=f"response cache file (default {default_cache_path()})"
+    )
+    group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run_config_from_args(args: argparse.Namespace, **extra: Any) -> RunConfig:
+    return RunConfig(
+        concurrency=args.concurrency,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        max_requests=args.max_requests,
+        max_tokens=args.max_tokens_total,
+        max_cost=args.max_cost,
+        max_attempts=max(1, args.retries + 1),
+        cache=not args.no_cache,
+        cache_path=args.cache_path,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+        **extra,
+    )
+
+
+# -- forge models / forge config ----------------------------------------------------------
+def _cmd_models(args: argparse.Namespace, ctx: Any) -> Any:
+    import pandas as pd
+
+    rows = []
+    profiles = list_profiles()
+    for name, profile in profiles.items():
+        row = {
+            "name": name,
+            "provider": profile.provider,
+            "model": profile.model,
+            "endpoint": profile.base_url
+            or ("in-process" if profile.provider == "local" else "api.openai.com"),
+            "template": profile.template,
+        }
+        if args.check:
+            row["reachable"] = _reachable(name)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _reachable(name: str) -> str:
+    """A cheap liveness probe: load the local model, or list an endpoint's models."""
+    profile = get_profile(name)
+    try:
+        if profile.provider == "local":
+            from forgekit.models.local import find_smollm2_gguf
+
+            path = profile.model_path or find_smollm2_gguf()
+            return f"yes ({path.name if hasattr(path, 'name') else path})"
+        from forgekit.models import model_from_profile
+
+        model = model_from_profile(profile)
+
+        async def probe() -> str:
+            try:
+                await model._client.models.list()  # type: ignore[attr-defined]
+                return "yes"
+            finally:
+                await model.aclose()
+
+        return asyncio.run(probe())
+    except Exception as exc:  # any failure is the answer here, not an error
+        return f"no ({type(exc).__name__}: {str(exc)[:80]})"
+
+
+def _cmd_config(args: argparse.Namespace, ctx: Any) -> Any:
+    source = config_path()
+    name = args.model or default_model_name()
+    return {
+        "config_file": str(source) if source else None,
+        "default_model": default_model_name(),
+        "active_profile": get_profile(name).public(),
+        "cache": str(default_cache_path()),
+    }
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    models = subparsers.add_parser(
+        "models",
+        help="list configured model profiles",
+        description="List the model profiles forgekit knows (built-ins and the config file).",
+    )
+    models.add_argument(
+        "--check", action="store_true", help="also probe whether each model is reachable"
+    )
+    models.set_defaults(handler=_cmd_models)
+
+    config = subparsers.add_parser(
+        "config",
+        help="show the active configuration (never secrets)",
+        description="Show the config file in use and the active model profile. API keys are "
+        "never shown; `api_key_set` says whether the key variable is set.",
+    )
+    add_model_option(config)
+    config.set_defaults(handler=_cmd_config)

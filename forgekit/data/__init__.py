@@ -1,0 +1,20 @@
+"""Records and the readers/writers that move them between files, lists and DataFrames."""
+
+from forgekit.data.io import (
+    RecordFormatError,
+    read_records,
+    records_to_dataframe,
+    write_records,
+)
+from forgekit.data.records import RESERVED_FIELDS, make_lineage, make_record, record_id
+
+__all__ = [
+    "RESERVED_FIELDS",
+    "RecordFormatError",
+    "make_lineage",
+    "make_record",
+    "read_records",
+    "record_id",
+    "records_to_dataframe",
+    "write_records",
+]

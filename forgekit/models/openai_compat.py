@@ -1,0 +1,185 @@
+"""Any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp server, gateways) through the
+official `openai` SDK.
+
+The SDK's own retries are switched off (max_retries=0): the engine retries with backoff,
+jitter and Retry-After across all providers, and counts every attempt. This module only
+translates SDK outcomes into `Completion` or a `ModelError` that says whether a retry helps.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any
+
+import openai
+
+from forgekit.errors import (
+    ClientRequestError,
+    RetryableModelError,
+    UnsupportedOperationError,
+)
+from forgekit.models.base import Completion, Message, SamplingParams, Usage
+
+# Statuses worth retrying besides 5xx: request timeout, conflict (the SDK's own choice), 429.
+_RETRYABLE_STATUS = {408, 409, 429}
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """Seconds to wait from `retry-after-ms`, `retry-after` (seconds or an HTTP date)."""
+    if not headers:
+        return None
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def _estimate_tokens(text: str) -> int:
+    # Servers that omit `usage` still need accounting for budgets and TPM; ~4 chars/token.
+    return max(1, len(text) // 4) if text else 0
+
+
+class OpenAICompatibleModel:
+    default_concurrency = 32
+
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        template: str | None = None,
+        completions: bool | None = None,
+        prices: tuple[float, float] = (0.0, 0.0),
+        max_concurrency: int | None = None,
+    ) -> None:
+        self.name = name
+        self.model = model
+        self.base_url = base_url
+        self.template = template
+        self.supports_completion = completions is not False
+        self._prices = prices
+        if max_concurrency:
+            self.default_concurrency = max_concurrency
+        # Local servers (vLLM, llama.cpp) accept any key; the SDK insists on one being set.
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url,
+            api_key=api_key or "not-needed",
+            timeout=timeout,
+            max_retries=0,
+        )
+
+    @property
+    def identity(self) -> str:
+        return f"openai:{self.base_url or 'https://api.openai.com/v1'}:{self.model}"
+
+    def unit_prices(self) -> tuple[float, float]:
+        return self._prices
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def _request_kwargs(self, params: SamplingParams) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"model": self.model}
+        for key in ("temperature", "top_p", "max_tokens", "seed"):
+            value = getattr(params, key)
+            if value is not None:
+                kwargs[key] = value
+        if params.stop:
+            kwargs["stop"] = list(params.stop)
+        if params.n > 1:
+            kwargs["n"] = params.n
+        return kwargs
+
+    async def chat(self, messages: list[Message], params: SamplingParams) -> Completion:
+        response = await self._call(
+            self._client.chat.completions.create, messages=messages, **self._request_kwargs(params)
+        )
+        try:
+            texts = [choice.message.content or "" for choice in response.choices]
+            finish = response.choices[0].finish_reason
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise RetryableModelError(f"{self.name}: malformed chat response ({exc})") from None
+        return self._completion(response, texts, finish)
+
+    async def complete(self, prompt: str, params: SamplingParams) -> Completion:
+        if not self.supports_completion:
+            raise UnsupportedOperationError(
+                f"{self.name}: this endpoint offers chat only, but raw text completion is needed "
+                f"(Magpie sends a bare pre-query template). Use a completion endpoint: the "
+                f"embedded 'local' model, vLLM or a llama.cpp server."
+            )
+        response = await self._call(
+            self._client.completions.create, prompt=prompt, **self._request_kwargs(params)
+        )
+        try:
+            texts = [choice.text or "" for choice in response.choices]
+            finish = response.choices[0].finish_reason
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise RetryableModelError(
+                f"{self.name}: malformed completion response ({exc})"
+            ) from None
+        return self._completion(response, texts, finish)
+
+    def _completion(self, response: Any, texts: list[str], finish: str | None) -> Completion:
+        if not texts:
+            raise RetryableModelError(f"{self.name}: response had no choices")
+        usage = getattr(response, "usage", None)
+        if usage is not None and getattr(usage, "prompt_tokens", None) is not None:
+            counted = Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0)
+        else:
+            counted = Usage(0, sum(_estimate_tokens(t) for t in texts))
+        return Completion(texts=texts, usage=counted, finish_reason=finish, model=self.identity)
+
+    async def _call(self, method, **kwargs: Any) -> Any:
+        try:
+            response = await method(**kwargs)
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+            detail = _error_detail(exc)
+            if status in _RETRYABLE_STATUS or status >= 500:
+                raise RetryableModelError(
+                    f"{self.name}: HTTP {status}{detail}",
+                    status=status,
+                    retry_after=parse_retry_after(exc.response.headers),
+                ) from None
+            raise ClientRequestError(
+                f"{self.name}: HTTP {status}{detail} — the request was refused; "
+                f"check the model name, parameters and API key",
+                status=status,
+            ) from None
+        except openai.APITimeoutError:
+            raise RetryableModelError(f"{self.name}: request timed out") from None
+        except openai.APIConnectionError as exc:
+            raise RetryableModelError(
+                f"{self.name}: connection error ({exc.__cause__ or exc})"
+            ) from None
+        except (openai.APIResponseValidationError, ValueError) as exc:
+            # A body that is not the JSON the protocol promises (a proxy's HTML page, a
+            # truncated stream): the server misbehaved, another attempt may succeed.
+            raise RetryableModelError(f"{self.name}: malformed response body ({exc})") from None
+        if isinstance(response, (str, bytes)):
+            raise RetryableModelError(f"{self.name}: malformed response body (not JSON)")
+        return response
+
+
+def _error_detail(exc: openai.APIStatusError) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        message = body.get("message") or (body.get("error") or {}).get("message")
+        if message:
+            return f": {str(message)[:200]}"
+    return ""

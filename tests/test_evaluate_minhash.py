@@ -1,0 +1,176 @@
+"""MinHash dedup: datasketch-identical signatures, planted near-duplicates (English, Chinese)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+from datasketch import MinHash, MinHashLSH
+
+from forgekit.errors import ConfigError
+from forgekit.evaluate import minhash_dedup
+from forgekit.evaluate.minhash import (
+    fast_shingle_hash,
+    lsh_dedup,
+    lsh_params,
+    minhash_signatures,
+    shingles,
+)
+from forgekit.evaluate.text import tokens
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog",
+    "",
+    "hi",
+    "hi there",
+    "涂了甲硝唑后皮肤长的痘痘没有效果，我应该如何处理？",
+    "Hello, World! hello world again and again",
+]
+
+
+def _english_corpus(n_base: int = 60, seed: int = 7):
+    """Random 60-word documents plus, for every third one, a copy with one word replaced."""
+    rng = random.Random(seed)
+    vocab = [
+        "".join(rng.choice("abcdefghijklmnop") for _ in range(rng.randint(3, 8)))
+        for _ in range(3000)
+    ]
+    docs, planted = [], {}
+    for i in range(n_base):
+        words = [rng.choice(vocab) for _ in range(60)]
+        docs.append(" ".join(words))
+        if i % 3 == 0:
+            variant = list(words)
+            variant[rng.randrange(60)] = "zzzplanted"
+            planted[len(docs)] = len(docs) - 1
+            docs.append(" ".join(variant))
+    return docs, planted
+
+
+def _chinese_corpus(seed: int = 3):
+    rng = random.Random(seed)
+    alphabet = "".join(chr(0x4E00 + i) for i in range(0, 4000, 7))  # common CJK block
+    docs, planted = [], {}
+    for i in range(30):
+        text = "".join(rng.choice(alphabet) for _ in range(50))
+        docs.append(text)
+        if i % 3 == 0:
+            pos = rng.randrange(50)
+            planted[len(docs)] = len(docs) - 1
+            docs.append(text[:pos] + "龘" + text[pos + 1 :])
+    return docs, planted
+
+
+@pytest.mark.parametrize("ngram", [1, 3, 5])
+def test_sha1_signatures_equal_datasketch_per_token_updates(ngram):
+    sigs = minhash_signatures(TEXTS, num_perm=64, ngram=ngram, hash="sha1")
+    for text, sig in zip(TEXTS, sigs, strict=True):
+        reference = MinHash(num_perm=64)
+        for shingle in shingles(text, ngram):
+            reference.update(shingle.encode("utf-8"))
+        assert np.array_equal(reference.hashvalues, sig), text
+
+
+@pytest.mark.parametrize("ngram", [1, 3])
+def test_fast_signatures_equal_datasketch_with_the_fast_hashfunc(ngram):
+    sigs = minhash_signatures(TEXTS, num_perm=64, ngram=ngram, hash="fast")
+    for text, sig in zip(TEXTS, sigs, strict=True):
+        reference = MinHash(num_perm=64, hashfunc=fast_shingle_hash)
+        toks = tokens(text)
+        if 0 < len(toks) < ngram:
+            toks += [""] * (ngram - len(toks))
+        for i in range(len(toks) - ngram + 1):
+            reference.update(tuple(toks[i : i + ngram]))
+        assert np.array_equal(reference.hashvalues, sig), text
+
+
+def test_cjk_text_is_shingled_by_characters_and_english_by_words():
+    assert shingles("涂了甲硝唑", 3) == ["涂了甲", "了甲硝", "甲硝唑"]
+    assert shingles("Hello, big World!", 2) == ["hello big", "big world"]
+    assert shingles("Hello world", 2, script="chars")[:2] == ["he", "el"]
+
+
+@pytest.mark.parametrize("hash_name", ["fast", "sha1"])
+def test_planted_english_near_duplicates_are_found(hash_name):
+    docs, planted = _english_corpus()
+    df = pd.DataFrame({"id": [f"d{i}" for i in range(len(docs))], "input": docs})
+    result = minhash_dedup(df, threshold=0.7, hash=hash_name)
+    removed = dict(zip(result.removed["row"], result.removed["duplicate_of_row"], strict=True))
+    assert removed == planted
+    assert result.n_kept == len(docs) - len(planted)
+    pairs = result.pairs
+    assert set(pairs.columns) >= {"id", "duplicate_of", "estimated_jaccard"}
+    assert (pairs["estimated_jaccard"] >= 0.7).all()
+    assert pairs["duplicate_of"].tolist() == [f"d{planted[r]}" for r in pairs["row"]]
+    # true Jaccard of the 3-gram sets: (58 - 3 shared lost) / (58 + 3) ~ 0.90
+    assert 0.8 <= pairs["estimated_jaccard"].mean() <= 0.98
+
+
+def test_planted_chinese_near_duplicates_are_found():
+    docs, planted = _chinese_corpus()
+    result = minhash_dedup([{"input": d} for d in docs], threshold=0.7)
+    assert result.key == "row"
+    removed = dict(zip(result.removed["row"], result.removed["duplicate_of"], strict=True))
+    assert removed == planted
+    assert (result.removed["estimated_jaccard"] >= 0.7).all()
+
+
+def test_in_memory_index_agrees_with_datasketch_minhashlsh():
+    docs, _ = _english_corpus(n_base=45, seed=11)
+    sigs = minhash_signatures(docs, num_perm=128)
+    fast = lsh_dedup(sigs, 0.6)
+    reference = lsh_dedup(sigs, 0.6, storage_config={"type": "dict"})
+    assert np.array_equal(fast[0], reference[0])
+    assert np.allclose(fast[1], reference[1])
+    lsh = MinHashLSH(threshold=0.6, num_perm=128)
+    assert lsh_params(0.6, 128) == (lsh.b, lsh.r)
+
+
+def test_parallel_hashing_gives_the_same_signatures():
+    docs, _ = _english_corpus(n_base=30)
+    one = minhash_signatures(docs, n_jobs=1, chunk_size=8)
+    two = minhash_signatures(docs, n_jobs=2, chunk_size=8)
+    assert np.array_equal(one, two)
+
+
+def test_jsonl_path_and_dataframe_give_the_same_result(tmp_path):
+    docs, planted = _english_corpus(n_base=15)
+    path = tmp_path / "docs.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"id": i, "input": d, "src": "a" if i % 2 else "b"}) + "\n"
+            for i, d in enumerate(docs)
+        ),
+        encoding="utf-8",
+    )
+    from_file = minhash_dedup(path, source_field="src")
+    from_df = minhash_dedup(pd.read_json(path, lines=True), source_field="src")
+    assert from_file.removed["row"].tolist() == sorted(planted) == from_df.removed["row"].tolist()
+    per_source = {s["source"]: s for s in from_file.summary()["per_source"]}
+    assert sum(s["before"] for s in per_source.values()) == len(docs)
+    assert sum(s["before"] - s["after"] for s in per_source.values()) == len(planted)
+
+
+def test_combined_text_fields():
+    records = [
+        {"input": "same question", "output": "answer one is about cats and dogs and birds"},
+        {"input": "same question", "output": "a completely different reply on rockets and fuel"},
+    ]
+    assert minhash_dedup(records, "input").n_removed == 1
+    assert minhash_dedup(records, "input+output").n_removed == 0
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(ConfigError, match="'output' is not in the data; available fields: input"):
+        minhash_dedup([{"input": "x"}], text="output")
+    with pytest.raises(ConfigError, match="threshold=1.5"):
+        minhash_dedup([{"input": "x"}], threshold=1.5)
+    with pytest.raises(ConfigError, match="script='latin'"):
+        minhash_dedup([{"input": "x"}], script="latin")
+    with pytest.raises(ConfigError, match="hash='md5'"):
+        minhash_dedup([{"input": "x"}], hash="md5")
+    with pytest.raises(ConfigError, match="storage_config"):
+        minhash_dedup([{"input": "x"}], storage_config={"type": "nosuchstore"})

@@ -118,19 +118,24 @@ def render(result: Any) -> str:
     if isinstance(result, str):
         return result
     if hasattr(result, "to_string"):
-        import pandas as pd
-
         info = result.attrs.get("forgekit", {}) if hasattr(result, "attrs") else {}
         table = result
         if info and {"input", "output"} <= set(result.columns):
             # A run's records: the readable columns; the full record is in the JSONL.
             table = result[[c for c in ("id", "input", "output") if c in result.columns]]
-        with pd.option_context("display.max_colwidth", 70, "display.width", 200):
-            text = table.to_string(max_rows=40)
+        text = table.map(_cell).to_string(max_rows=40) if len(table) else "(no records)"
         if info.get("summary"):
             text += "\n" + info["summary"]
         return text
     return json.dumps(result, indent=2, ensure_ascii=False, default=str)
+
+
+def _cell(value: Any, width: int = 60) -> Any:
+    """One line, at most `width` characters: a table cell a terminal can show."""
+    if not isinstance(value, str):
+        return value
+    text = " ".join(value.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

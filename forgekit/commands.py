@@ -67,7 +67,27 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def run_config_from_args(args: argparse.Namespace, **extra: Any) -> RunConfig:
+def add_input_option(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument(
+        "-i",
+        "--input",
+        required=required,
+        help="input records: a .jsonl/.json/.csv/.parquet file, or (in a notebook) the name "
+        "of a DataFrame or list variable",
+    )
+
+
+def read_input(args: argparse.Namespace, ctx: Any) -> list[dict[str, Any]]:
+    """The records named by --input: a notebook variable (magics) or a file."""
+    from forgekit.data.io import read_records
+
+    return read_records(ctx.resolve_input(args.input))
+
+
+def run_config_from_args(args: argparse.Namespace, ctx: Any = None) -> RunConfig:
+    """Engine options from the shared option group; a magic adds live hooks (progress
+    events, a cancel flag) through `ctx.extra['run_config']`."""
+    extra = dict(getattr(ctx, "extra", {}).get("run_config", {})) if ctx is not None else {}
     return RunConfig(
         concurrency=args.concurrency,
         rpm=args.rpm,

@@ -171,7 +171,7 @@ def _first_error(exc: ValidationError) -> str:
 def builtin_profiles() -> dict[str, ModelProfile]:
     return {
         "local": ModelProfile(
-            name="local", provider="local", model="SmolLM2-135M-Instruct", template="chatml"
+            name="local", provider="local", model="SmolLM2-135M-Instruct", template="smollm2"
         )
     }
 

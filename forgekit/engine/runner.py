@@ -31,8 +31,6 @@ from forgekit.engine.store import JsonlStore
 from forgekit.errors import (
     BudgetExceededError,
     ClientRequestError,
-    ForgeError,
-    ModelError,
     RetryableModelError,
     StoreError,
     UnsupportedOperationError,
@@ -45,6 +43,8 @@ EventHandler = Callable[[str, dict[str, Any]], None]
 
 # Statuses after which every further request would fail the same way: stop the run.
 _FATAL_STATUS = {401, 403, 404}
+# Stop a run whose first this-many tasks all failed (see Engine._fail).
+_FAIL_FAST_AFTER = 20
 
 
 @dataclass
@@ -408,7 +408,7 @@ class Engine:
                 self._stop("failed", str(exc))
                 return
             self._fail(task, exc)
-        except (ForgeError, ModelError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        except Exception as exc:  # one record's failure, whatever raised it, is kept and counted
             self._fail(task, exc)
         else:
             if record is None:
@@ -439,6 +439,14 @@ class Engine:
 
     def _fail(self, task: Task, exc: BaseException) -> None:
         self.stats.failed += 1
+        if self.stats.failed >= _FAIL_FAST_AFTER and self.stats.ok == 0:
+            # Nothing has worked yet: a broken prompt, parser or endpoint. Stop rather
+            # than spend the whole run failing the same way.
+            self._stop(
+                "stopped",
+                f"the first {self.stats.failed} tasks all failed; last error: "
+                f"{type(exc).__name__}: {scrub(str(exc), self._secrets)}",
+            )
         entry = {
             "id": task.id,
             **({"task": task.info} if task.info else {}),

@@ -153,9 +153,14 @@ def vendi_score_pairwise(items: Sequence[Any], similarity: Callable[[Any, Any], 
             for j in range(i, n):
                 k[i, j] = k[j, i] = similarity(items[i], items[j])
         return vendi_score_kernel(k, q)
+    import warnings
+
     from vendi_score import vendi
 
-    return float(vendi.score(list(items), similarity, q=q))
+    with warnings.catch_warnings():
+        # 0.0.3 touches the deprecated scipy.sparse.csr namespace on every call
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return float(vendi.score(list(items), similarity, q=q))
 
 
 def _q_label(q: float | str) -> str:

@@ -8,6 +8,7 @@ endpoint: a chat-only provider cannot be given a bare template.
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -15,13 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forgekit.data.records import fingerprint, make_lineage, record_id
+from forgekit.commands import add_model_option, add_run_options, run_config_from_args
+from forgekit.data.records import fingerprint, make_lineage, make_record, record_id
 from forgekit.engine import RunContext, Task
 from forgekit.errors import ConfigError, UnsupportedOperationError
 from forgekit.methods._common import result_frame, run_method, split_run_options
 from forgekit.models import Model, SamplingParams
 
 QWEN25_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+# SmolLM2's chat template inserts this system turn when a conversation has none; the model
+# writes far more plausible queries when the pre-query text carries it too.
+SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,7 @@ _LLAMA2 = ChatFormat(
 
 CHAT_FORMATS: dict[str, ChatFormat] = {
     "chatml": _chatml("chatml"),
-    "smollm2": _chatml("smollm2"),
+    "smollm2": _chatml("smollm2", default_system=SMOLLM2_SYSTEM),
     "qwen2": _chatml("qwen2"),
     "qwen2.5": _chatml("qwen2.5", default_system=QWEN25_SYSTEM),
     "llama3": _LLAMA3,
@@ -280,7 +285,7 @@ def magpie(
     }
     template_hash = fingerprint({"format": fmt.name, "system": system}, 12)
 
-    async def make_record(ctx: RunContext, index: int) -> dict[str, Any] | None:
+    async def produce(ctx: RunContext, index: int) -> dict[str, Any] | None:
         turns: list[tuple[str, str]] = []
         raw_instructions = []
         for turn in range(n_turns):
@@ -331,7 +336,7 @@ def magpie(
         for index in range(max_generations or 20 * n):
             yield Task(
                 id=record_id("magpie", job, index),
-                fn=lambda ctx, i=index: make_record(ctx, i),
+                fn=lambda ctx, i=index: produce(ctx, i),
                 info={"index": index},
             )
 
@@ -355,3 +360,74 @@ def _as_dict(params: SamplingParams | dict[str, Any] | None) -> dict[str, Any]:
     if params is None:
         return {}
     return params.to_dict() if isinstance(params, SamplingParams) else dict(params)
+
+
+# --- the `forge magpie` command --------------------------------------------------------
+def _run_command(args: argparse.Namespace, ctx: Any) -> Any:
+    return magpie(
+        args.n,
+        model=args.model,
+        response_model=args.response_model,
+        template=args.template,
+        system=args.system,
+        n_turns=args.turns,
+        newline_stop=not args.no_newline_stop,
+        instruction_params={
+            "temperature": args.temperature,
+            "max_tokens": args.instruction_max_tokens,
+        },
+        response_params={"temperature": args.response_temperature, "max_tokens": args.max_tokens},
+        min_words=args.min_words,
+        language=args.language,
+        seed=args.seed,
+        out=args.out,
+        config=run_config_from_args(args, ctx),
+    )
+
+
+def add_command(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "magpie",
+        help="instruction/response pairs from the model's own chat template",
+        description="Magpie: send the chat template's pre-query text so the model writes a "
+        "user query, then answer it. Needs a raw completion endpoint (local, vLLM, "
+        "llama.cpp server).",
+    )
+    p.add_argument("-n", type=int, default=10, help="records to produce (default 10)")
+    add_model_option(p)
+    p.add_argument(
+        "--response-model", default=None, help="answer with another model (default: the same)"
+    )
+    p.add_argument(
+        "--template",
+        choices=sorted(CHAT_FORMATS),
+        default=None,
+        help="chat-template family (default: the model profile's)",
+    )
+    p.add_argument("--system", default=None, help="system prompt that steers the topic")
+    p.add_argument("--turns", type=int, default=1, help="conversation turns per record")
+    p.add_argument(
+        "--no-newline-stop",
+        action="store_true",
+        help="let instructions run past their first newline",
+    )
+    p.add_argument(
+        "--temperature", type=float, default=1.0, help="instruction temperature (default 1.0)"
+    )
+    p.add_argument("--instruction-max-tokens", type=int, default=128)
+    p.add_argument(
+        "--response-temperature", type=float, default=0.0, help="response temperature (default 0)"
+    )
+    p.add_argument("--max-tokens", type=int, default=256, help="response max tokens")
+    p.add_argument(
+        "--min-words", type=int, default=3, help="drop instructions shorter than this many words"
+    )
+    p.add_argument(
+        "--language",
+        choices=["en", "zh"],
+        default=None,
+        help="drop instructions not in this language",
+    )
+    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    add_run_options(p)
+    p.set_defaults(handler=_run_command)

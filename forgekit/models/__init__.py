@@ -18,7 +18,7 @@ def model_from_profile(profile: ModelProfile) -> Model:
         return LocalModel(
             profile.name,
             profile.model_path,
-            template=profile.template or "chatml",
+            template=profile.template or "smollm2",
             n_ctx=profile.n_ctx,
             n_threads=profile.n_threads,
         )

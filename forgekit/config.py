@@ -203,12 +203,15 @@ def get_profile(name: str | None = None) -> ModelProfile:
     if name in profiles:
         return profiles[name]
     if name.startswith("openai:") and len(name) > len("openai:"):
+        base_url = os.environ.get("OPENAI_BASE_URL")
         return ModelProfile(
             name=name,
             provider="openai",
             model=name.split(":", 1)[1],
-            base_url=os.environ.get("OPENAI_BASE_URL"),
-            completions=False,  # OpenAI chat models have no raw completion endpoint
+            base_url=base_url,
+            # OpenAI's chat models have no raw completion endpoint; a server named by
+            # OPENAI_BASE_URL (vLLM, llama.cpp) usually has one.
+            completions=None if base_url else False,
         )
     source = config_path()
     known = ", ".join(sorted(profiles)) + ", openai:<model>"

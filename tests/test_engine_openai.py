@@ -165,6 +165,11 @@ def test_budget_max_requests_stops_cleanly(stub, stub_model, tmp_path, capsys):
     rest = run(chat_tasks(30), model=stub_model, out=out, config=cfg(), job={"m": 1})
     assert rest.stats.skipped == 10 and rest.stats.ok == 20
     assert len(read_jsonl(out)) == 30
+    import json
+
+    manifest = json.loads((tmp_path / "b.manifest.json").read_text())
+    assert manifest["totals"]["requests"] == 30  # spend adds up across the two runs
+    assert manifest["this_run"]["requests"] == 20 and manifest["status"] == "completed"
 
 
 def test_budget_max_cost_uses_profile_price(stub, tmp_path, monkeypatch):

@@ -47,6 +47,8 @@ def test_resume_skips_done_ids(tmp_path):
     result = run(tasks, model="local", out=out, config=quiet(), job={"method": "echo"})
     assert calls == [3, 4, 5]
     assert result.stats.skipped == 3 and result.stats.ok == 3
+    manifest = json.loads((tmp_path / "run.manifest.json").read_text())
+    assert manifest["runs"] == 2 and manifest["records_in_file"] == 6
     ids = [r["id"] for r in read_jsonl(out)]
     assert ids == [f"t{i}" for i in range(6)] and len(set(ids)) == 6
     assert [r["id"] for r in result.records] == ids  # resumed records come back too

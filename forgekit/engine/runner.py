@@ -489,6 +489,7 @@ class Engine:
                 file=sys.stderr,
             )
         self._runs = int((previous or {}).get("runs", 0)) + 1
+        self._previous_totals = (previous or {}).get("totals") or {}
         self._started_at = _now()
         self._write_manifest("running")
 
@@ -506,8 +507,16 @@ class Engine:
             "finished_at": _now() if status != "running" else None,
             "records_in_file": len(self.store.done) if self.store else 0,
             "this_run": asdict(self.stats),
+            "totals": self._totals(),
             "errors_file": str(self.store.errors_path.name) if self._errors else None,
         }
+
+    def _totals(self) -> dict[str, Any]:
+        """Spend over every run that wrote this file, so a resumed job's cost adds up."""
+        keys = ("requests", "cached", "retried", "prompt_tokens", "completion_tokens", "cost",
+                "wall_s")
+        now = asdict(self.stats)
+        return {k: round(self._previous_totals.get(k, 0) + now[k], 6) for k in keys}
 
     def _write_manifest(self, status: str) -> None:
         if self.store is None:

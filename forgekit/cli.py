@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "forgekit.commands",
     "forgekit.methods.commands",
     "forgekit.evaluate.commands",
+    "forgekit.runfile",
+    "forgekit.batch",
 )
 
 

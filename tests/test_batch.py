@@ -1,0 +1,125 @@
+"""`forge batch`: a parameter grid run by papermill, failures recorded, re-runs resume."""
+
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from forgekit.batch import load_grid, run_batch
+from forgekit.errors import ConfigError
+
+pytestmark = pytest.mark.slow
+
+PARAMS = '''n = 2  # records to write
+label = "a"  # a label copied into every record
+fail = False  # raise on purpose (for tests)
+'''
+BODY = '''import json, pathlib
+if fail:
+    raise RuntimeError(f"planned failure for label={label}")
+with open("records.jsonl", "w") as handle:
+    for i in range(n):
+        handle.write(json.dumps({"id": f"{label}-{i}", "input": label}) + "\\n")
+print(f"wrote {n} records")
+'''
+
+
+@pytest.fixture
+def template(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(PARAMS)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# tiny template"), params,
+                nbformat.v4.new_code_cell(BODY)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    path = tmp_path / "tiny.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_grid_expansion():
+    combos = load_grid({"product": {"n": [1, 2], "label": ["x", "y"]},
+                        "cases": [{"n": 9, "label": "z"}], "fixed": {"fail": False}})
+    assert len(combos) == 5
+    assert {"n": 9, "label": "z", "fail": False} in combos
+    assert all(c["fail"] is False for c in combos)
+    with pytest.raises(ConfigError, match="product.n must be a non-empty list"):
+        load_grid({"product": {"n": 3}})
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['grid'\]"):
+        load_grid({"grid": {}})
+
+
+def test_two_by_two_grid_one_failure_then_rerun_only_the_failed(template, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        "product:\n  n: [1, 3]\n  label: [ok, bad]\n"
+    )
+    out = tmp_path / "runs"
+    # Make exactly one combination fail: label=bad with n=3.
+    # (The template raises when fail is true; the grid sets it through a case override.)
+    grid.write_text(
+        "cases:\n"
+        "  - {n: 1, label: ok}\n  - {n: 3, label: ok}\n  - {n: 1, label: bad}\n"
+        "  - {n: 3, label: bad, fail: true}\n"
+    )
+    df = run_batch(template, grid, out=out, jobs=2)
+    assert sorted(df["status"]) == ["failed", "ok", "ok", "ok"]
+    failed = df[df["status"] == "failed"].iloc[0]
+    assert failed["params"] == {"n": 3, "label": "bad", "fail": True}
+    assert "RuntimeError: planned failure for label=bad" in failed["error"]
+    ok = df[df["status"] == "ok"]
+    assert sorted(ok["records"]) == [1, 1, 3]
+    index = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    assert len(index) == 4 and (out / "index.csv").exists()
+    for row in index:
+        executed = nbformat.read(row["notebook"], as_version=4)
+        injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert injected and f"label = \"{row['params']['label']}\"" in injected[0].source
+    # The failed notebook keeps its error cell.
+    executed = nbformat.read(failed["notebook"], as_version=4)
+    assert any(o.get("ename") == "RuntimeError" for c in executed.cells
+               for o in c.get("outputs", []))
+
+    again = run_batch(template, grid, out=out, jobs=2)
+    assert sorted(again["status"]) == ["failed", "skipped", "skipped", "skipped"]
+    # Fix the failing case: only it runs.
+    grid.write_text(grid.read_text().replace("fail: true", "fail: false"))
+    fixed = run_batch(template, grid, out=out, jobs=2)
+    assert sorted(fixed["status"]) == ["ok", "skipped", "skipped", "skipped"]
+
+
+def test_unknown_parameter_and_secret_parameter_are_refused(template, tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match=r"\['temperature'\] are not parameters of tiny"):
+        run_batch(template, {"product": {"temperature": [0.1]}}, out=tmp_path / "r")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-live-abcdefghijklmnop")
+    with pytest.raises(ConfigError, match="secrets are never notebook parameters"):
+        run_batch(template, {"fixed": {"label": "sk-live-abcdefghijklmnop"}},
+                  out=tmp_path / "r")
+    assert not (tmp_path / "r" / "index.jsonl").exists()
+
+
+def test_output_notebook_with_a_key_is_not_written(template, tmp_path, monkeypatch):
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-abcdefghijklmnop")
+    nb = nbformat.read(template, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("import os; print(os.environ['MY_SERVICE_TOKEN'])"))
+    nbformat.write(nb, template)
+    df = run_batch(template, {"fixed": {"n": 1}}, out=tmp_path / "r")
+    assert df["status"].tolist() == ["failed"]
+    assert "contains an API key value" in df["error"][0]
+    written = b"".join(p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file())
+    assert b"tok-abcdefghijklmnop" not in written
+
+
+def test_cli_batch(template, tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text("product:\n  n: [1, 2]\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "forgekit.cli", "batch", str(template), "--grid", str(grid),
+         "--out", str(tmp_path / "cli"), "--jobs", "2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "2 ok" in proc.stdout

@@ -70,15 +70,23 @@ def forgekit_run(n: int, concurrency: int, tag: str, workdir: Path) -> float:
         cache_path=str(workdir / f"{tag}.sqlite"),
     )
     started = time.perf_counter()
-    result = run(tasks, model="stub", out=workdir / f"{tag}.jsonl", config=config,
-                 job={"bench": tag})
+    result = run(
+        tasks, model="stub", out=workdir / f"{tag}.jsonl", config=config, job={"bench": tag}
+    )
     elapsed = time.perf_counter() - started
     assert result.stats.ok == n and result.stats.cached == 0, result.summary()
     return elapsed
 
 
-def compare(server: StubServer, url: str, n: int, concurrency: int, latency_ms: float,
-            repeats: int, workdir: Path) -> dict:
+def compare(
+    server: StubServer,
+    url: str,
+    n: int,
+    concurrency: int,
+    latency_ms: float,
+    repeats: int,
+    workdir: Path,
+) -> dict:
     server.configure(latency_ms=latency_ms)
     plain, forge = [], []
     for r in range(repeats):
@@ -96,8 +104,13 @@ def compare(server: StubServer, url: str, n: int, concurrency: int, latency_ms: 
         "ratio_forgekit_vs_plain": round(forge_rps / plain_rps, 3),
         "plain_seconds": [round(x, 3) for x in plain],
         "forgekit_seconds": [round(x, 3) for x in forge],
-        "forgekit_features_on": ["response cache (SQLite, all misses)", "JSONL store",
-                                 "retries", "budget accounting", "manifest"],
+        "forgekit_features_on": [
+            "response cache (SQLite, all misses)",
+            "JSONL store",
+            "retries",
+            "budget accounting",
+            "manifest",
+        ],
     }
 
 
@@ -107,8 +120,10 @@ def local_model(tokens: int, runs: int) -> dict:
 
     model = get_model("local")
     llama = model.llama()
-    prompt = "<|im_start|>user\nWrite a long story about a lighthouse keeper.<|im_end|>\n" \
-             "<|im_start|>assistant\n"
+    prompt = (
+        "<|im_start|>user\nWrite a long story about a lighthouse keeper.<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
     llama.create_completion(prompt, max_tokens=8)  # warm up
     direct_tokens, started = 0, time.perf_counter()
     for seed in range(runs):
@@ -130,8 +145,9 @@ def local_model(tokens: int, runs: int) -> dict:
         "generations": runs,
         "direct_llama_cpp_tokens_per_s": round(direct_tokens / direct_s, 1),
         "forgekit_engine_tokens_per_s": round(engine_tokens / engine_s, 1),
-        "ratio_forgekit_vs_direct": round((engine_tokens / engine_s) / (direct_tokens / direct_s),
-                                          3),
+        "ratio_forgekit_vs_direct": round(
+            (engine_tokens / engine_s) / (direct_tokens / direct_s), 3
+        ),
     }
 
 
@@ -166,8 +182,11 @@ def main() -> None:
     print("local model:", json.dumps(local), flush=True)
     results = {
         "benchmark": "engine",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "quick": args.quick,
         "zero_latency": zero,
         "latency_100ms_concurrency_200": slow,

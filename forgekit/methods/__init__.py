@@ -6,6 +6,7 @@ from forgekit.methods.dpo import dpo
 from forgekit.methods.evol import evol
 from forgekit.methods.generate import generate
 from forgekit.methods.magpie import magpie
+from forgekit.methods.self_instruct import self_instruct
 from forgekit.methods.vote import vote
 
-__all__ = ["cascade", "dpo", "evol", "generate", "magpie", "vote"]
+__all__ = ["cascade", "dpo", "evol", "generate", "magpie", "self_instruct", "vote"]

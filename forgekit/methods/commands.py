@@ -7,7 +7,7 @@ import argparse
 import importlib
 
 # Method modules under forgekit.methods that provide `add_command(subparsers)`.
-METHOD_MODULES = ("magpie", "generate", "vote", "cascade", "evol", "dpo")
+METHOD_MODULES = ("magpie", "generate", "vote", "cascade", "evol", "dpo", "self_instruct")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

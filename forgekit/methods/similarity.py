@@ -1,0 +1,214 @@
+"""An incremental ROUGE-L near-duplicate filter that is not all-pairs.
+
+Self-Instruct keeps a new instruction only if its ROUGE-L F1 with every instruction already
+in the pool is at most a threshold (0.7). Done naively that is one LCS per pool entry per
+candidate: quadratic in the pool, in pure Python. Here each candidate is compared only with
+the few pool entries that *could* pass, and the answer is exactly the same:
+
+* ROUGE-L F1 = 2·LCS/(m+n) and LCS <= |A ∩ B| (the multiset intersection of the tokens),
+  so F1 > t needs an overlap o > t·(m+n)/2 >= t·m/(2-t) for a text of m tokens, whatever
+  the partner's length (a partner shorter than m·t/(2-t) cannot pass the length bound
+  2·min(m,n)/(m+n) > t at all).
+* Prefix filtering (set-similarity joins): order all token occurrences by a global order;
+  two multisets with overlap >= o share an element within each one's first |x|-o+1
+  elements. So each pool entry is indexed under its prefix only, and a candidate probes
+  only its own prefix. Ordering by rarity (document frequency) keeps prefixes made of rare
+  tokens with short posting lists; stop words sit at the end of the order and are never
+  probed.
+* Survivors get the length bound, then an exact LCS (bit-parallel, forgekit.evaluate.dedup).
+
+The order must stay fixed while entries are indexed under it, so frequencies are a snapshot:
+the index is rebuilt from fresh frequencies whenever the pool has doubled (amortized linear).
+Tokens: forgekit.evaluate.dedup.rouge_tokens — lowercase words, each CJK character a token
+(or jieba words) — because the stock rouge_score tokenizer keeps only [a-z0-9] and scores
+two Chinese sentences 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from forgekit.errors import ConfigError
+from forgekit.evaluate.dedup import rouge_l, rouge_tokens
+
+_BIG = 1 << 32  # rank key = frequency * _BIG + element id: one int, a fixed total order
+
+
+@dataclass(frozen=True)
+class Match:
+    """The pool entry a text was found too similar to."""
+
+    index: int  # position in the pool
+    text: str
+    score: float  # ROUGE-L F1
+
+
+def min_overlap(size: int, threshold: float) -> int:
+    """The least token overlap a text of `size` tokens needs with ANY partner to reach
+    ROUGE-L F1 > threshold (see the module doc); a small epsilon keeps it conservative."""
+    return max(1, math.floor(threshold * size / (2 - threshold) - 1e-9) + 1)
+
+
+class RougePool:
+    """A growing pool of texts; `offer(text)` adds the text unless it is too similar.
+
+    >>> pool = RougePool(0.7)
+    >>> pool.offer("Write a poem about the sea.") is None
+    True
+    >>> pool.offer("Write a poem about the blue sea.").score > 0.7
+    True
+    """
+
+    def __init__(
+        self, threshold: float = 0.7, tokenizer: str | Callable[[str], list[str]] = "auto"
+    ) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"similarity threshold must be in [0, 1], got {threshold}")
+        rouge_tokens("", tokenizer)  # validate the tokenizer name now, not on first use
+        self.threshold = threshold
+        self.tokenizer = tokenizer
+        self.texts: list[str] = []
+        self._tokens: list[list[str]] = []
+        self._elements: list[list[int]] = []  # element ids: (token, occurrence) pairs
+        self._sets: list[frozenset[int]] = []
+        self._element_ids: dict[tuple[str, int], int] = {}
+        self._df: Counter[int] = Counter()  # entries holding each element
+        self._rank: dict[int, int] = {}  # frozen order keys (snapshot of _df)
+        self._postings: dict[int, list[int]] = {}
+        self._built_at = 0
+        self.lcs_computed = 0  # how many exact LCS were needed (for the benchmark)
+        self.candidates_seen = 0
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    # -- internals -----------------------------------------------------------------------
+    def _elements_of(self, tokens: list[str], create: bool) -> list[int]:
+        seen: Counter[str] = Counter()
+        out = []
+        for tok in tokens:
+            seen[tok] += 1
+            key = (tok, seen[tok])
+            eid = self._element_ids.get(key)
+            if eid is None:
+                if not create:
+                    eid = -1 - len(out)  # unseen: in no posting list, rarest of all
+                else:
+                    eid = self._element_ids[key] = len(self._element_ids)
+            out.append(eid)
+        return out
+
+    def _key(self, eid: int) -> int:
+        rank = self._rank.get(eid)
+        return rank if rank is not None else eid  # frequency 0 in the snapshot
+
+    def _prefix(self, elements: list[int]) -> list[int]:
+        size = len(elements)
+        if size == 0:
+            return []
+        length = size - min_overlap(size, self.threshold) + 1
+        if length <= 0:
+            return []
+        return sorted(elements, key=self._key)[:length]
+
+    def _rebuild(self) -> None:
+        self._rank = {eid: count * _BIG + eid for eid, count in self._df.items()}
+        self._postings = {}
+        for index, elements in enumerate(self._elements):
+            for eid in self._prefix(elements):
+                self._postings.setdefault(eid, []).append(index)
+        self._built_at = len(self.texts)
+
+    # -- the API -------------------------------------------------------------------------
+    def add(self, text: str) -> int:
+        """Add `text` without checking it (e.g. seed tasks); returns its pool index."""
+        tokens = rouge_tokens(text, self.tokenizer)
+        elements = self._elements_of(tokens, create=True)
+        index = len(self.texts)
+        self.texts.append(text)
+        self._tokens.append(tokens)
+        self._elements.append(elements)
+        self._sets.append(frozenset(elements))
+        self._df.update(set(elements))
+        if len(self.texts) >= max(64, 2 * self._built_at):
+            self._rebuild()  # frequencies drifted enough to re-order: amortized O(1)
+        else:
+            for eid in self._prefix(elements):
+                self._postings.setdefault(eid, []).append(index)
+        return index
+
+    def most_similar(self, text: str) -> Match | None:
+        """The most similar pool entry with ROUGE-L F1 above the threshold, or None."""
+        tokens = rouge_tokens(text, self.tokenizer)
+        n = len(tokens)
+        if n == 0 or self.threshold >= 1.0:
+            return None
+        elements = self._elements_of(tokens, create=False)
+        candidates: set[int] = set()
+        for eid in self._prefix(elements):
+            candidates.update(self._postings.get(eid, ()))
+        self.candidates_seen += len(candidates)
+        best: Match | None = None
+        query = frozenset(elements)
+        for index in sorted(candidates):
+            other = self._tokens[index]
+            m = len(other)
+            if 2 * min(m, n) / (m + n) <= self.threshold:
+                continue  # even a perfect subsequence match could not pass
+            if 2 * len(query & self._sets[index]) / (m + n) <= self.threshold:
+                continue  # LCS <= shared tokens: cannot pass either (a set op, in C)
+            self.lcs_computed += 1
+            score = rouge_l(other, tokens)
+            if score > self.threshold and (best is None or score > best.score):
+                best = Match(index, self.texts[index], score)
+        return best
+
+    def offer(self, text: str) -> Match | None:
+        """Add `text` unless it is too similar to an entry; returns the match that kept it
+        out, or None when it was added."""
+        match = self.most_similar(text)
+        if match is None:
+            self.add(text)
+        return match
+
+
+def naive_filter(
+    texts: list[str],
+    threshold: float = 0.7,
+    tokenizer: str | Callable[[str], list[str]] = "auto",
+    lcs: Callable[[list[str], list[str]], int] | None = None,
+) -> list[bool]:
+    """The all-pairs reference: compare each text with every kept one (what the original
+    Self-Instruct/Alpaca code does with rouge_score). `lcs` defaults to the classic dynamic
+    programming table in pure Python. For benchmarks and tests."""
+    lcs = lcs or lcs_table
+    kept: list[list[str]] = []
+    keep = []
+    for text in texts:
+        tokens = rouge_tokens(text, tokenizer)
+        ok = True
+        for other in kept:
+            common = lcs(other, tokens)
+            if common and 2 * common / (len(other) + len(tokens)) > threshold:
+                ok = False
+                break
+        if ok and tokens:
+            kept.append(tokens)
+        keep.append(ok)
+    return keep
+
+
+def lcs_table(a: list[str], b: list[str]) -> int:
+    """LCS length with the O(m·n) table, as rouge_score computes it."""
+    if not a or not b:
+        return 0
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0]
+        for j, y in enumerate(b):
+            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
+        previous = current
+    return previous[-1]

@@ -53,9 +53,14 @@ EVOLVE_RULES = [
     {"match": r"First instruction:.{0,6}Name a colour\.", "content": "Equal"},
     {"match": r"First instruction:", "content": "Not Equal"},
     # Evolutions (the rule matches the instruction inside the evolution prompt).
-    {"match": r"Prompt#:.{0,6}Name a tropical fruit and say where it grows\.",
-     "content": "Name a tropical fruit, where it grows, and its peak season."},
-    {"match": r"Prompt#:.{0,6}Name a fruit\.", "content": "Name a tropical fruit and say where it grows."},
+    {
+        "match": r"Prompt#:.{0,6}Name a tropical fruit and say where it grows\.",
+        "content": "Name a tropical fruit, where it grows, and its peak season.",
+    },
+    {
+        "match": r"Prompt#:.{0,6}Name a fruit\.",
+        "content": "Name a tropical fruit and say where it grows.",
+    },
     {"match": r"Prompt#:.{0,6}Name a colour\.", "content": "Name one colour."},
     {"match": r"Prompt#:.{0,6}Name a city\.", "content": "#Rewritten Prompt#: Name a big city."},
     {"match": r"Prompt#:.{0,6}Name a river\.", "content": "Name the longest river in Asia."},
@@ -68,14 +73,23 @@ EVOLVE_RULES = [
 
 def test_evol_rounds_elimination_and_lineage_on_stub(stub, stub_model):
     stub.configure(rules=EVOLVE_RULES)
-    seeds = [{"id": f"s-{w}", "input": f"Name a {w}.", "tag": w}
-             for w in ("fruit", "colour", "city", "river", "tool")]
+    seeds = [
+        {"id": f"s-{w}", "input": f"Name a {w}.", "tag": w}
+        for w in ("fruit", "colour", "city", "river", "tool")
+    ]
     df = evol(seeds, rounds=2, model=stub_model, concurrency=1, **QUIET)
     rounds = df.attrs["forgekit"]["rounds"]
     assert rounds[0] == {
-        "round": 1, "attempted": 5, "evolved": 1, "status": "completed",
-        "eliminated": {"no_new_information": 1, "copied_template": 1, "sorry_response": 1,
-                       "stopwords_response": 1},
+        "round": 1,
+        "attempted": 5,
+        "evolved": 1,
+        "status": "completed",
+        "eliminated": {
+            "no_new_information": 1,
+            "copied_template": 1,
+            "sorry_response": 1,
+            "stopwords_response": 1,
+        },
     }
     # Failed items went back to the pool: round 2 tries all five again (fruit from its child).
     assert rounds[1]["attempted"] == 5 and rounds[1]["evolved"] == 1
@@ -105,16 +119,27 @@ def test_judge_can_be_switched_off(stub, stub_model):
 
 def test_complicate_input_needs_data(stub, stub_model):
     with pytest.raises(ConfigError, match="complicate_input needs input data.*item 0"):
-        evol([{"input": "Sum the numbers."}], operations=["complicate_input"], model=stub_model,
-             **QUIET)
+        evol(
+            [{"input": "Sum the numbers."}],
+            operations=["complicate_input"],
+            model=stub_model,
+            **QUIET,
+        )
     with pytest.raises(ConfigError, match="field 'instruction' must hold"):
         evol([{"input": "x"}], field="instruction", model=stub_model, **QUIET)
     with pytest.raises(ConfigError, match="unknown"):
         evol([{"input": "x"}], operations=["shorten"], model=stub_model, **QUIET)
     assert stub.stats().get("requests", 0) == 0
     stub.configure(rules=[{"match": r"#Data#:.{0,6}3,4", "content": "Sum 3 and 4 from the table."}])
-    df = evol([{"input": "Sum the numbers.", "table": "3,4"}], operations=["complicate_input"],
-              data_field="table", rounds=1, model=stub_model, judge=False, **QUIET)
+    df = evol(
+        [{"input": "Sum the numbers.", "table": "3,4"}],
+        operations=["complicate_input"],
+        data_field="table",
+        rounds=1,
+        model=stub_model,
+        judge=False,
+        **QUIET,
+    )
     assert list(df["input"]) == ["Sum 3 and 4 from the table."]
     assert df["lineage"].iloc[0]["operation"] == "complicate_input"
 
@@ -123,8 +148,9 @@ def test_evol_budget_stop_resume_and_cache(stub, stub_model, tmp_path):
     stub.configure(rules=EVOLVE_RULES)
     seeds = [{"id": "s1", "input": "Name a fruit."}, {"id": "s2", "input": "Name a tool."}]
     out = tmp_path / "evol.jsonl"
-    stopped = evol(seeds, rounds=2, model=stub_model, out=out, max_requests=4, concurrency=1,
-                   **QUIET)
+    stopped = evol(
+        seeds, rounds=2, model=stub_model, out=out, max_requests=4, concurrency=1, **QUIET
+    )
     assert stopped.attrs["forgekit"]["status"] == "stopped"
     assert len(stopped) == 1  # s1's round-1 evolution (3 requests), then the budget ran out
     done = evol(seeds, rounds=2, model=stub_model, out=out, concurrency=1, **QUIET)
@@ -139,9 +165,15 @@ def test_evol_budget_stop_resume_and_cache(stub, stub_model, tmp_path):
 @pytest.mark.model
 def test_evol_on_the_embedded_model():
     # One seed, short outputs: the evolution prompt alone is ~200 tokens for SmolLM2.
-    df = evol([{"id": "k1", "input": "Give a tip for learning to cook."}], rounds=1,
-              model="local", judge=False, evolve_params={"max_tokens": 32},
-              response_params={"max_tokens": 24}, **QUIET)
+    df = evol(
+        [{"id": "k1", "input": "Give a tip for learning to cook."}],
+        rounds=1,
+        model="local",
+        judge=False,
+        evolve_params={"max_tokens": 32},
+        response_params={"max_tokens": 24},
+        **QUIET,
+    )
     (summary,) = df.attrs["forgekit"]["rounds"]
     assert summary["attempted"] == 1
     assert summary["evolved"] + sum(summary["eliminated"].values()) == 1

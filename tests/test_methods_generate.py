@@ -48,19 +48,33 @@ class Person(BaseModel):
     age: int
 
 
-@pytest.mark.parametrize("schema", [
-    {"type": "object", "required": ["name", "age"],
-     "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}},
-    Person,
-], ids=["jsonschema", "pydantic"])
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {
+            "type": "object",
+            "required": ["name", "age"],
+            "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        },
+        Person,
+    ],
+    ids=["jsonschema", "pydantic"],
+)
 def test_json_parse_with_schema_validation(stub, stub_model, schema):
-    stub.configure(rules=[
-        {"match": "Ann", "content": 'Sure!\n```json\n{"name": "Ann", "age": 31}\n```'},
-        {"match": "Bob", "content": 'Here: {"name": "Bob"} done'},
-        {"match": "Cy", "content": "no json at all"},
-    ])
-    df = generate([{"who": "Ann"}, {"who": "Bob"}, {"who": "Cy"}],
-                  user="Describe {{ who }} as JSON", model=stub_model, schema=schema, **QUIET)
+    stub.configure(
+        rules=[
+            {"match": "Ann", "content": 'Sure!\n```json\n{"name": "Ann", "age": 31}\n```'},
+            {"match": "Bob", "content": 'Here: {"name": "Bob"} done'},
+            {"match": "Cy", "content": "no json at all"},
+        ]
+    )
+    df = generate(
+        [{"who": "Ann"}, {"who": "Bob"}, {"who": "Cy"}],
+        user="Describe {{ who }} as JSON",
+        model=stub_model,
+        schema=schema,
+        **QUIET,
+    )
     assert df["parsed"].iloc[0] == {"name": "Ann", "age": 31}
     assert df["parsed"].iloc[1] is None
     assert "age" in df["metadata"].iloc[1]["parse"]["error"]
@@ -75,14 +89,19 @@ def test_callable_parser_and_its_exceptions(stub, stub_model):
             raise ValueError("cannot count explosions")
         return len(text.split())
 
-    df = generate([{"w": "one two"}, {"w": "boom"}], user="{{ w }}", model=stub_model,
-                  parse=word_count, **QUIET)
+    df = generate(
+        [{"w": "one two"}, {"w": "boom"}],
+        user="{{ w }}",
+        model=stub_model,
+        parse=word_count,
+        **QUIET,
+    )
     assert df["parsed"].iloc[0] == 3  # "echo: one two"
     assert df["metadata"].iloc[1]["parse"]["error"] == "ValueError: cannot count explosions"
 
 
 def test_extract_json_variants():
-    assert extract_json('[1, 2]') == [1, 2]
+    assert extract_json("[1, 2]") == [1, 2]
     assert extract_json('prefix {"a": {"b": 1}} suffix {"c": 2}') == {"a": {"b": 1}}
     with pytest.raises(ValueError):
         extract_json("nothing here")
@@ -96,8 +115,9 @@ def test_missing_variable_is_named_before_any_request(stub, stub_model):
     assert "'fruit'" in message and "item 1 (id=b-7)" in message and "colour" in message
     assert stub.stats().get("requests", 0) == 0
     with pytest.raises(ConfigError, match="system template: variable 'tone'.*item 0"):
-        generate([{"fruit": "x"}], user="{{ fruit }}", system="Be {{ tone }}.",
-                 model=stub_model, **QUIET)
+        generate(
+            [{"fruit": "x"}], user="{{ fruit }}", system="Be {{ tone }}.", model=stub_model, **QUIET
+        )
     with pytest.raises(ConfigError, match="syntax error on line 1"):
         generate([{"a": 1}], user="{{ a ", model=stub_model, **QUIET)
     with pytest.raises(ConfigError, match="no named group"):
@@ -108,12 +128,18 @@ def test_missing_variable_is_named_before_any_request(stub, stub_model):
 def test_prompt_kwargs_system_template_files_and_samples(stub, stub_model, tmp_path):
     user_file = tmp_path / "user.j2"
     user_file.write_text("Write about {{ topic }} for {{ audience }}.\n")
-    stub.configure(rules=[{"match": '"role": "system", "content": "Be formal."',
-                           "content": "formal answer"}])
-    data = [{"user_prompt_kwargs": {"topic": "tides", "audience": "kids"},
-             "system_prompt_kwargs": {"tone": "formal"}}]
-    df = generate(data, user=user_file, system="Be {{ tone }}.", model=stub_model,
-                  samples=2, **QUIET)
+    stub.configure(
+        rules=[{"match": '"role": "system", "content": "Be formal."', "content": "formal answer"}]
+    )
+    data = [
+        {
+            "user_prompt_kwargs": {"topic": "tides", "audience": "kids"},
+            "system_prompt_kwargs": {"tone": "formal"},
+        }
+    ]
+    df = generate(
+        data, user=user_file, system="Be {{ tone }}.", model=stub_model, samples=2, **QUIET
+    )
     assert len(df) == 2 and df["id"].is_unique
     assert list(df["input"]) == ["Write about tides for kids."] * 2
     assert list(df["system"]) == ["Be formal."] * 2
@@ -124,8 +150,15 @@ def test_prompt_kwargs_system_template_files_and_samples(stub, stub_model, tmp_p
 def test_second_call_is_free_and_interrupted_run_resumes(stub, stub_model, tmp_path):
     data = [{"n": i} for i in range(5)]
     out = tmp_path / "gen.jsonl"
-    first = generate(data, user="Number {{ n }}", model=stub_model, out=out,
-                     max_requests=2, concurrency=1, **QUIET)
+    first = generate(
+        data,
+        user="Number {{ n }}",
+        model=stub_model,
+        out=out,
+        max_requests=2,
+        concurrency=1,
+        **QUIET,
+    )
     assert first.attrs["forgekit"]["status"] == "stopped"
     assert len(first) == 2
     rest = generate(data, user="Number {{ n }}", model=stub_model, out=out, **QUIET)
@@ -142,13 +175,19 @@ def test_second_call_is_free_and_interrupted_run_resumes(stub, stub_model, tmp_p
 
 @pytest.mark.model
 def test_generate_on_the_embedded_model():
-    df = generate([{"id": "s1", "topic": "rain"}, {"id": "s2", "topic": "snow"}],
-                  user="Write one short sentence about {{ topic }}.", model="local",
-                  params={"max_tokens": 24}, **QUIET)
+    df = generate(
+        [{"id": "s1", "topic": "rain"}, {"id": "s2", "topic": "snow"}],
+        user="Write one short sentence about {{ topic }}.",
+        model="local",
+        params={"max_tokens": 24},
+        **QUIET,
+    )
     assert len(df) == 2
     assert all(isinstance(t, str) and t.strip() for t in df["output"])
-    assert list(df["input"]) == ["Write one short sentence about rain.",
-                                 "Write one short sentence about snow."]
+    assert list(df["input"]) == [
+        "Write one short sentence about rain.",
+        "Write one short sentence about snow.",
+    ]
     for record, parent in zip(df.to_dict("records"), ["s1", "s2"]):
         assert record["lineage"]["model"] == "local"
         assert record["lineage"]["parent_id"] == parent

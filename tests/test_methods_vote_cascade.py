@@ -74,15 +74,22 @@ def test_majority_and_every_tie_policy():
     tied = votes_of("x", "y", None)
     assert majority(tied, "none")[0] is None
     assert majority(tied, "none")[1] == {
-        "counts": {"x": 1, "y": 1}, "valid": 2, "invalid": 1, "tie": True, "tied": ["x", "y"],
-        "agreement": 0.3333, "decided_by": "tie: none (no winner)",
+        "counts": {"x": 1, "y": 1},
+        "valid": 2,
+        "invalid": 1,
+        "tie": True,
+        "tied": ["x", "y"],
+        "agreement": 0.3333,
+        "decided_by": "tie: none (no winner)",
     }
     assert majority(tied, "first")[0] == "x"
     assert majority(tied, "prefer:b")[0] == "y"
     assert majority(tied, "prefer:c")[0] is None  # c's vote was invalid, not among the tied
     picks = {majority(tied, "random", rng_seed=s)[0] for s in range(20)}
     assert picks == {"x", "y"}  # both can win a random tie-break ...
-    assert majority(tied, "random", rng_seed=7) == majority(tied, "random", rng_seed=7)  # ... reproducibly
+    assert majority(tied, "random", rng_seed=7) == majority(
+        tied, "random", rng_seed=7
+    )  # ... reproducibly
     assert majority(votes_of(None, None), "first")[0] is None
 
 
@@ -91,8 +98,12 @@ def test_vote_across_three_models_keeps_every_vote(voters):
     script(voters["b"], [("film", "positive"), ("soup", "NEGATIVE")])
     script(voters["c"], [("film", "negative"), ("soup", "I cannot tell")])
     data = [{"id": "r1", "text": "Great film"}, {"id": "r2", "text": "Cold soup"}]
-    common = dict(user="Sentiment of: {{ text }}", models=["a", "b", "c"],
-                  labels=["positive", "negative"], **QUIET)
+    common = dict(
+        user="Sentiment of: {{ text }}",
+        models=["a", "b", "c"],
+        labels=["positive", "negative"],
+        **QUIET,
+    )
     df = vote(data, **common)
     film, soup = df.to_dict("records")
     assert film["output"] == "positive"
@@ -100,7 +111,9 @@ def test_vote_across_three_models_keeps_every_vote(voters):
     assert meta["counts"] == {"positive": 2, "negative": 1}
     assert meta["agreement"] == 0.6667 and meta["tie_policy"] == "none"
     assert [(v["voter"], v["raw"], v["label"]) for v in meta["votes"]] == [
-        ("a", "Positive.", "positive"), ("b", "positive", "positive"), ("c", "negative", "negative"),
+        ("a", "Positive.", "positive"),
+        ("b", "positive", "positive"),
+        ("c", "negative", "negative"),
     ]
     assert soup["output"] == "" and soup["metadata"]["winner"] is None
     assert soup["metadata"]["tie"] and soup["metadata"]["invalid"] == 1
@@ -115,8 +128,9 @@ def test_vote_across_three_models_keeps_every_vote(voters):
 
 
 def test_vote_one_model_at_several_temperatures(stub, stub_model):
-    df = vote([{"input": "Capital of France?"}], model=stub_model, temperatures=[0.0, 0.5, 1.0],
-              **QUIET)
+    df = vote(
+        [{"input": "Capital of France?"}], model=stub_model, temperatures=[0.0, 0.5, 1.0], **QUIET
+    )
     meta = df["metadata"].iloc[0]
     assert [v["voter"] for v in meta["votes"]] == ["stub@T0", "stub@T0.5", "stub@T1"]
     assert [v["temperature"] for v in meta["votes"]] == [0.0, 0.5, 1.0]
@@ -143,14 +157,22 @@ def test_cascade_routes_only_the_configured_labels(voters):
     script(voters["b"], [("Second look", "medium")])
     data = [{"id": "q1", "q": "integrals"}, {"id": "q2", "q": "addition"}]
     df = cascade(
-        data, user="Rate: {{ q }}", model="a", labels=["easy", "medium", "hard"], route=["hard"],
-        stage2_user="Second look at {{ q }} (first said {{ stage1_label }})", stage2_model="b",
+        data,
+        user="Rate: {{ q }}",
+        model="a",
+        labels=["easy", "medium", "hard"],
+        route=["hard"],
+        stage2_user="Second look at {{ q }} (first said {{ stage1_label }})",
+        stage2_model="b",
         **QUIET,
     )
     hard, easy = df.to_dict("records")
     assert hard["output"] == "medium"
     assert hard["metadata"]["routed"] and hard["metadata"]["final_stage"] == 2
-    assert hard["metadata"]["stage1"]["raw"] == "Hard." and hard["metadata"]["stage1"]["label"] == "hard"
+    assert (
+        hard["metadata"]["stage1"]["raw"] == "Hard."
+        and hard["metadata"]["stage1"]["label"] == "hard"
+    )
     assert hard["metadata"]["stage2"]["model"] == "b"
     assert hard["metadata"]["stage2"]["prompt"] == "Second look at integrals (first said hard)"
     assert hard["lineage"]["model"] == ["a", "b"] and hard["lineage"]["route"] == ["hard"]
@@ -162,29 +184,53 @@ def test_cascade_routes_only_the_configured_labels(voters):
 
 def test_cascade_errors(stub, stub_model):
     with pytest.raises(ConfigError, match="route: 'hardest' is not one of the labels"):
-        cascade([{"input": "x"}], model=stub_model, labels=["easy", "hard"], route=["hardest"],
-                stage2_model=stub_model, **QUIET)
+        cascade(
+            [{"input": "x"}],
+            model=stub_model,
+            labels=["easy", "hard"],
+            route=["hardest"],
+            stage2_model=stub_model,
+            **QUIET,
+        )
     with pytest.raises(ConfigError, match="repeat stage 1"):
         cascade([{"input": "x"}], model=stub_model, route=["x"], **QUIET)
     with pytest.raises(ConfigError, match="stage2_user template: variable 'missing'"):
-        cascade([{"input": "x"}], model=stub_model, route=["x"],
-                stage2_user="{{ stage1 }} {{ missing }}", **QUIET)
+        cascade(
+            [{"input": "x"}],
+            model=stub_model,
+            route=["x"],
+            stage2_user="{{ stage1 }} {{ missing }}",
+            **QUIET,
+        )
     assert stub.stats().get("requests", 0) == 0
 
 
 @pytest.mark.model
 def test_vote_and_cascade_on_the_embedded_model():
     data = [{"id": "e1", "input": "Is the sun hot? Answer yes or no."}]
-    df = vote(data, model="local", temperatures=[0.0, 0.9], labels=["yes", "no"],
-              params={"max_tokens": 8}, tie="first", **QUIET)
+    df = vote(
+        data,
+        model="local",
+        temperatures=[0.0, 0.9],
+        labels=["yes", "no"],
+        params={"max_tokens": 8},
+        tie="first",
+        **QUIET,
+    )
     meta = df["metadata"].iloc[0]
     assert len(meta["votes"]) == 2 and all(v["model"] == "local" for v in meta["votes"])
     assert all(v["raw"] for v in meta["votes"])
     assert meta["valid"] + meta["invalid"] == 2
     assert df["output"].iloc[0] in ("yes", "no", "")
-    out = cascade(data, model="local", labels=["yes", "no"], route=["yes", "no"],
-                  stage2_user="Answer again with yes or no: {{ input }}",
-                  params={"max_tokens": 8}, **QUIET)
+    out = cascade(
+        data,
+        model="local",
+        labels=["yes", "no"],
+        route=["yes", "no"],
+        stage2_user="Answer again with yes or no: {{ input }}",
+        params={"max_tokens": 8},
+        **QUIET,
+    )
     record = out.to_dict("records")[0]
     assert record["metadata"]["stage1"]["raw"]
     assert record["metadata"]["routed"] == (record["metadata"]["stage1"]["label"] is not None)

@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.forgekit-installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench clean browser-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/forge magpie -n 5 --model local --out demo-output/magpie.jsonl
 
-test: $(STAMP)
+# The browser test (tests/test_browser.py) drives Debian's chromium through Playwright's
+# Python driver (shipped in the wheel; no `playwright install`, no browser download).
+CHROMIUM := /usr/bin/chromium
+BROWSER_DEPS := $(if $(wildcard $(CHROMIUM)),,browser-deps)
+
+browser-deps:
+	@if [ -x $(CHROMIUM) ]; then echo "chromium: $(CHROMIUM)"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	else echo "tests/test_browser.py needs $(CHROMIUM): run 'sudo apt-get install -y chromium'" >&2; exit 1; fi
+
+test: $(STAMP) $(BROWSER_DEPS)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -37,4 +47,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/engine.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache demo-output
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache demo-output test-artifacts

@@ -94,7 +94,32 @@ def build_parser(prog: str = "forge") -> CommandParser:
     )
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
+    # dict.fromkeys: a command with aliases appears once per name in `choices`.
+    for command in dict.fromkeys(subparsers.choices.values()):
+        add_common_options(command)
     return parser
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """Options every subcommand accepts after its name: `--debug`, and `-o NAME`, the
+    notebook variable the result is bound to (the `%forge` magic; the CLI refuses it)."""
+    group = parser.add_argument_group("notebook (%forge)")
+    # `-o` is only added where a command has not claimed it for something else.
+    flags = ["--output-var"] if "-o" in parser._option_string_actions else ["-o", "--output-var"]
+    group.add_argument(
+        *flags,
+        dest="output_var",
+        metavar="NAME",
+        default=None,
+        help="bind the resulting DataFrame to this notebook variable (%%forge only)",
+    )
+    # SUPPRESS: a subcommand's default must not undo `forge --debug <command>`.
+    group.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show full tracebacks instead of one-line errors",
+    )
 
 
 def parse(argv: Sequence[str] | str, prog: str = "forge") -> argparse.Namespace:
@@ -145,6 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = parse(argv)
+        if getattr(args, "output_var", None):
+            raise UsageError(
+                f"-o/--output-var {args.output_var}: binds a notebook variable and only works "
+                "in the %forge magic; use --out FILE to save records from the command line"
+            )
         output = render(execute(args))
     except HelpShown:
         return 0

@@ -25,8 +25,9 @@ def add_model_option(parser: argparse.ArgumentParser) -> None:
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """Output, resume and engine options shared by every method command."""
     group = parser.add_argument_group("output and run control")
+    # Long form only: `-o NAME` is the notebook-variable option every command shares
+    # (forgekit.cli.add_common_options).
     group.add_argument(
-        "-o",
         "--out",
         default=None,
         help="JSONL file the records are appended to; a re-run resumes it",

@@ -629,6 +629,23 @@ def run(
     return run_sync(lambda: arun(tasks() if callable(tasks) else tasks, **kwargs))
 
 
+_wait_hook: Callable[[], None] | None = None
+
+
+def set_wait_hook(hook: Callable[[], None] | None) -> Callable[[], None] | None:
+    """Install `hook`, called about every 0.1 s in the waiting thread while `run_sync` waits
+    for a run inside a running event loop (a Jupyter cell); returns the previous hook.
+
+    While a cell runs, ipykernel handles no messages from the front end, so a widget's
+    Cancel click would wait until the run ends. forgekit.jupyter installs a hook that
+    handles pending widget messages and pushes live progress to the run monitor. The hook
+    must return quickly; an exception in it is ignored (a display never breaks a run).
+    """
+    global _wait_hook
+    previous, _wait_hook = _wait_hook, hook
+    return previous
+
+
 def run_sync(make_coro: Callable[[], Awaitable[Any]]) -> Any:
     """Run a coroutine to completion whether or not an event loop is running here.
 
@@ -668,7 +685,12 @@ def run_sync(make_coro: Callable[[], Awaitable[Any]]) -> Any:
     thread.start()
     try:
         while not done.wait(0.1):
-            pass
+            hook = _wait_hook
+            if hook is not None:
+                try:
+                    hook()
+                except Exception:
+                    pass
     except KeyboardInterrupt:
         ready.wait()
         if "task" in box:

@@ -147,9 +147,12 @@ def render(result: Any) -> str:
     if hasattr(result, "to_string"):
         info = result.attrs.get("forgekit", {}) if hasattr(result, "attrs") else {}
         table = result
-        if info and {"input", "output"} <= set(result.columns):
+        if info and "input" in result.columns:
             # A run's records: the readable columns; the full record is in the JSONL.
-            table = result[[c for c in ("id", "input", "output") if c in result.columns]]
+            # Preference data shows its pair instead of an empty output.
+            pair = "chosen" in result.columns and result["chosen"].notna().any()
+            wanted = ("id", "input", "chosen", "rejected") if pair else ("id", "input", "output")
+            table = result[[c for c in wanted if c in result.columns]]
         text = table.map(_cell).to_string(max_rows=40) if len(table) else "(no records)"
         if info.get("summary"):
             text += "\n" + info["summary"]

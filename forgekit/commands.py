@@ -49,8 +49,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "--max-requests", type=int, default=None, help="stop after this many requests"
     )
     group.add_argument(
-        "--max-tokens-total",
-        dest="max_tokens_total",
+        "--max-total-tokens",
+        dest="max_total_tokens",
         type=int,
         default=None,
         help="stop after this many tokens (prompt + completion)",
@@ -94,7 +94,7 @@ def run_config_from_args(args: argparse.Namespace, ctx: Any = None) -> RunConfig
         rpm=args.rpm,
         tpm=args.tpm,
         max_requests=args.max_requests,
-        max_tokens=args.max_tokens_total,
+        max_total_tokens=args.max_total_tokens,
         max_cost=args.max_cost,
         max_attempts=max(1, args.retries + 1),
         cache=not args.no_cache,

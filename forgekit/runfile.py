@@ -45,7 +45,7 @@ class RunSection(BaseModel):
     rpm: float | None = Field(None, gt=0)
     tpm: float | None = Field(None, gt=0)
     max_requests: int | None = Field(None, ge=0)
-    max_tokens: int | None = Field(None, ge=0)
+    max_total_tokens: int | None = Field(None, ge=0)
     max_cost: float | None = Field(None, ge=0)
     max_attempts: int | None = Field(None, ge=1)
     cache: bool | None = None

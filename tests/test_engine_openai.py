@@ -172,6 +172,14 @@ def test_budget_max_requests_stops_cleanly(stub, stub_model, tmp_path, capsys):
     assert manifest["this_run"]["requests"] == 20 and manifest["status"] == "completed"
 
 
+def test_budget_max_total_tokens(stub, stub_model):
+    # each request: 1 prompt token + 2 completion tokens ("echo: qN")
+    result = run(chat_tasks(20), model=stub_model, config=cfg(max_total_tokens=10,
+                                                              concurrency=1))
+    assert result.status == "stopped" and "max_total_tokens=10" in result.stop_reason
+    assert result.stats.ok == 4 and result.stats.tokens == 12
+
+
 def test_budget_max_cost_uses_profile_price(stub, tmp_path, monkeypatch):
     from tests.conftest import write_profile
 

@@ -92,7 +92,7 @@ class Budget:
     requests already in flight can overshoot them by at most one request each."""
 
     max_requests: int | None = None
-    max_tokens: int | None = None
+    max_total_tokens: int | None = None
     max_cost: float | None = None
     requests: int = 0
     tokens: int = 0
@@ -101,9 +101,9 @@ class Budget:
     def reserve_request(self) -> None:
         if self.max_requests is not None and self.requests >= self.max_requests:
             raise BudgetExceededError(f"budget reached: max_requests={self.max_requests}")
-        if self.max_tokens is not None and self.tokens >= self.max_tokens:
+        if self.max_total_tokens is not None and self.tokens >= self.max_total_tokens:
             raise BudgetExceededError(
-                f"budget reached: max_tokens={self.max_tokens} (used {self.tokens})"
+                f"budget reached: max_total_tokens={self.max_total_tokens} (used {self.tokens})"
             )
         if self.max_cost is not None and self.cost >= self.max_cost:
             raise BudgetExceededError(

@@ -62,7 +62,7 @@ class RunConfig:
     rpm: float | None = None
     tpm: float | None = None
     max_requests: int | None = None
-    max_tokens: int | None = None
+    max_total_tokens: int | None = None  # budget: prompt + completion tokens over the run
     max_cost: float | None = None
     max_attempts: int = 6
     base_delay: float = 0.5
@@ -198,7 +198,9 @@ class Engine:
         self.out = Path(out) if out else None
         self.job = dict(job or {})
         self.stats = RunStats()
-        self.budget = Budget(self.config.max_requests, self.config.max_tokens, self.config.max_cost)
+        self.budget = Budget(
+            self.config.max_requests, self.config.max_total_tokens, self.config.max_cost
+        )
         self.limiter = RateLimiter(self.config.rpm, self.config.tpm)
         self.retry = RetryPolicy(
             self.config.max_attempts, self.config.base_delay, self.config.max_delay

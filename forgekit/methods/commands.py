@@ -7,7 +7,20 @@ import argparse
 import importlib
 
 # Method modules under forgekit.methods that provide `add_command(subparsers)`.
-METHOD_MODULES = ("magpie", "generate", "vote", "cascade", "evol", "dpo", "self_instruct")
+METHOD_MODULES = (
+    "magpie",
+    "generate",
+    "vote",
+    "cascade",
+    "evol",
+    "dpo",
+    "self_instruct",
+    "cosmopedia",
+    "reasoning",
+    "doc_qa",
+    "translate",
+    "judge",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

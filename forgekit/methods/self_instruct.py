@@ -261,7 +261,9 @@ def _remaining(config: RunConfig, spent: RunStats) -> RunConfig:
     return replace(
         config,
         max_requests=None if config.max_requests is None else config.max_requests - spent.requests,
-        max_tokens=None if config.max_tokens is None else config.max_tokens - spent.tokens,
+        max_total_tokens=(
+            None if config.max_total_tokens is None else config.max_total_tokens - spent.tokens
+        ),
         max_cost=None if config.max_cost is None else config.max_cost - spent.cost,
     )
 
@@ -274,7 +276,7 @@ def _add_stats(total: RunStats, part: RunStats) -> None:
 def _exhausted(config: RunConfig) -> bool:
     return any(
         limit is not None and limit <= 0
-        for limit in (config.max_requests, config.max_tokens, config.max_cost)
+        for limit in (config.max_requests, config.max_total_tokens, config.max_cost)
     )
 
 

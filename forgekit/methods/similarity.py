@@ -15,7 +15,11 @@ the few pool entries that *could* pass, and the answer is exactly the same:
   only its own prefix. Ordering by rarity (document frequency) keeps prefixes made of rare
   tokens with short posting lists; stop words sit at the end of the order and are never
   probed.
-* Survivors get the length bound, then an exact LCS (bit-parallel, forgekit.evaluate.dedup).
+* The entries met in those posting lists are pruned in numpy: the length bound, and the
+  positional bound (the first shared element at position i of the query's order and j of
+  the entry's: every shared element comes after it, so overlap <= min(n-i, m-j)); then the
+  exact multiset overlap (a set intersection); the few survivors get an exact LCS
+  (bit-parallel, forgekit.evaluate.dedup).
 
 The order must stay fixed while entries are indexed under it, so frequencies are a snapshot:
 the index is rebuilt from fresh frequencies whenever the pool has doubled (amortized linear).
@@ -27,14 +31,19 @@ two Chinese sentences 0.
 from __future__ import annotations
 
 import math
+from array import array
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 from forgekit.errors import ConfigError
 from forgekit.evaluate.dedup import rouge_l, rouge_tokens
 
 _BIG = 1 << 32  # rank key = frequency * _BIG + element id: one int, a fixed total order
+_POS_BITS = 20
+_POS_MASK = (1 << _POS_BITS) - 1
 
 
 @dataclass(frozen=True)
@@ -74,13 +83,16 @@ class RougePool:
         self._tokens: list[list[str]] = []
         self._elements: list[list[int]] = []  # element ids: (token, occurrence) pairs
         self._sets: list[frozenset[int]] = []
+        self._sizes = array("q")  # token counts, viewed as a numpy array when probing
         self._element_ids: dict[tuple[str, int], int] = {}
         self._df: Counter[int] = Counter()  # entries holding each element
         self._rank: dict[int, int] = {}  # frozen order keys (snapshot of _df)
-        self._postings: dict[int, list[int]] = {}
+        # element -> codes (entry << _POS_BITS | position of the element in the entry's
+        # ordered prefix); array('q') so numpy reads them without a copy
+        self._postings: dict[int, array] = {}
         self._built_at = 0
         self.lcs_computed = 0  # how many exact LCS were needed (for the benchmark)
-        self.candidates_seen = 0
+        self.candidates_seen = 0  # distinct pool entries met in the probed posting lists
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -114,12 +126,18 @@ class RougePool:
             return []
         return sorted(elements, key=self._key)[:length]
 
+    def _index(self, index: int, elements: list[int]) -> None:
+        for position, eid in enumerate(self._prefix(elements)):
+            codes = self._postings.get(eid)
+            if codes is None:
+                codes = self._postings[eid] = array("q")
+            codes.append(index << _POS_BITS | min(position, _POS_MASK))
+
     def _rebuild(self) -> None:
         self._rank = {eid: count * _BIG + eid for eid, count in self._df.items()}
         self._postings = {}
         for index, elements in enumerate(self._elements):
-            for eid in self._prefix(elements):
-                self._postings.setdefault(eid, []).append(index)
+            self._index(index, elements)
         self._built_at = len(self.texts)
 
     # -- the API -------------------------------------------------------------------------
@@ -132,13 +150,41 @@ class RougePool:
         self._tokens.append(tokens)
         self._elements.append(elements)
         self._sets.append(frozenset(elements))
+        self._sizes.append(len(tokens))
         self._df.update(set(elements))
         if len(self.texts) >= max(64, 2 * self._built_at):
             self._rebuild()  # frequencies drifted enough to re-order: amortized O(1)
         else:
-            for eid in self._prefix(elements):
-                self._postings.setdefault(eid, []).append(index)
+            self._index(index, elements)
         return index
+
+    def _candidates(self, prefix: list[int], n: int) -> list[int]:
+        """Pool entries that may pass, from the posting lists of the query's prefix, with
+        the length bound and the positional bound applied in numpy: if the first shared
+        element sits at position i of the query's order and j of the entry's, every shared
+        element comes after it, so overlap <= min(n - i, m - j)."""
+        parts, lengths, positions = [], [], []
+        for position, eid in enumerate(prefix):
+            codes = self._postings.get(eid)
+            if codes:
+                parts.append(np.frombuffer(codes, dtype=np.int64))
+                lengths.append(len(codes))
+                positions.append(position)
+        if not parts:
+            return []
+        codes = np.concatenate(parts)
+        query_pos = np.repeat(np.asarray(positions, dtype=np.int64), lengths)
+        entries = codes >> _POS_BITS
+        unique, first = np.unique(entries, return_index=True)
+        self.candidates_seen += len(unique)
+        sizes = np.frombuffer(self._sizes, dtype=np.int64)[unique]
+        t = self.threshold
+        i = query_pos[first]
+        j = codes[first] & _POS_MASK
+        upper = np.minimum(n - i, sizes - j)
+        needed = np.floor(t * (n + sizes) / 2 - 1e-9) + 1
+        ok = (upper >= needed) & (2 * np.minimum(sizes, n) > t * (sizes + n))
+        return unique[ok].tolist()
 
     def most_similar(self, text: str) -> Match | None:
         """The most similar pool entry with ROUGE-L F1 above the threshold, or None."""
@@ -147,21 +193,14 @@ class RougePool:
         if n == 0 or self.threshold >= 1.0:
             return None
         elements = self._elements_of(tokens, create=False)
-        candidates: set[int] = set()
-        for eid in self._prefix(elements):
-            candidates.update(self._postings.get(eid, ()))
-        self.candidates_seen += len(candidates)
         best: Match | None = None
         query = frozenset(elements)
-        for index in sorted(candidates):
-            other = self._tokens[index]
-            m = len(other)
-            if 2 * min(m, n) / (m + n) <= self.threshold:
-                continue  # even a perfect subsequence match could not pass
-            if 2 * len(query & self._sets[index]) / (m + n) <= self.threshold:
-                continue  # LCS <= shared tokens: cannot pass either (a set op, in C)
+        for index in self._candidates(self._prefix(elements), n):
+            m = self._sizes[index]
+            if 2 * len(query & self._sets[index]) <= self.threshold * (m + n):
+                continue  # LCS <= shared tokens: cannot pass (a set operation, in C)
             self.lcs_computed += 1
-            score = rouge_l(other, tokens)
+            score = rouge_l(self._tokens[index], tokens)
             if score > self.threshold and (best is None or score > best.score):
                 best = Match(index, self.texts[index], score)
         return best

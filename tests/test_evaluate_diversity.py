@@ -72,6 +72,7 @@ def test_vendi_orders_on_a_hand_computed_kernel():
     assert values == sorted(values, reverse=True)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:vendi_score")
 def test_dual_and_kernel_forms_agree_and_match_the_vendi_package():
     from vendi_score import vendi
 

@@ -125,6 +125,9 @@ def test_in_memory_index_agrees_with_datasketch_minhashlsh():
     reference = lsh_dedup(sigs, 0.6, storage_config={"type": "dict"})
     assert np.array_equal(fast[0], reference[0])
     assert np.allclose(fast[1], reference[1])
+    # storage_config goes to a real MinHashLSH; a string basename (all JSON can say) works
+    named = lsh_dedup(sigs, 0.6, storage_config={"type": "dict", "basename": "forge-test"})
+    assert np.array_equal(named[0], fast[0])
     lsh = MinHashLSH(threshold=0.6, num_perm=128)
     assert lsh_params(0.6, 128) == (lsh.b, lsh.r)
 

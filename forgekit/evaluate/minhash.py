@@ -1,21 +1,27 @@
 """MinHash near-duplicate removal with datasketch semantics, hashed in batches.
 
-Signatures are bit-identical to `datasketch.MinHash(num_perm, seed, scheme="affine32")` fed
-with `update(shingle.encode("utf-8"))` for every shingle (default SHA1-32 hash function): the
-same hash, the same MurmurHash3 pre-mix and the same affine permutations (taken from a datasketch
-MinHash object, not re-derived). What changes is how the work is done:
+A signature is exactly what `datasketch.MinHash(num_perm, seed, scheme="affine32")` holds
+after `update()` with every shingle: the same MurmurHash3 pre-mix and the same affine
+permutations (taken from a datasketch MinHash object, not re-derived). Two shingle hashes:
 
-* each document's shingles are hashed in one list comprehension and turned into one numpy
-  array (no per-token `update` calls, no per-document MinHash objects);
-* the permutations are applied to all shingles of a chunk of documents at once, one
-  permutation at a time over a contiguous vector, and reduced per document with
-  `np.minimum.reduceat` (a (shingles x num_perm) broadcast is slower: it thrashes the cache);
-* chunks can be spread over several processes.
+* `hash="sha1"`: datasketch's default hash function (SHA1-32 of the shingle's UTF-8 bytes).
+  Signatures are bit-identical to a plain datasketch MinHash, so results agree 100 %.
+* `hash="fast"` (default): tokens are hashed by tabulation hashing over their bytes and
+  combined per shingle, vectorized over a whole chunk of documents (no Python code per token).
+  `datasketch.MinHash(hashfunc=fast_shingle_hash)` fed with token tuples gives the same
+  signatures; results differ from the SHA1 ones only by MinHash's own sampling noise (near
+  the threshold), exactly as two datasketch runs with different seeds differ.
 
-The LSH index is datasketch's: its banding parameters (b, r) come from `MinHashLSH` itself.
-With the default in-memory index, band buckets are plain dicts keyed by the same band bytes
-(equivalent to `MinHashLSH` with dict storage, without a method call per band); with
-`storage_config` (e.g. Redis) a real `MinHashLSH` holds the index.
+What changes against datasketch is how the work is done: no per-token `update` call and no
+MinHash object per document; the permutations are applied to all shingles of a chunk at once,
+one permutation at a time over a contiguous vector, reduced per document with
+`np.minimum.reduceat` (a shingles x num_perm broadcast is slower: it thrashes the cache); and
+chunks can be spread over several processes.
+
+The LSH banding (b, r) is datasketch's own choice (`MinHashLSH(threshold, num_perm)`). The
+default in-memory index keys bands by a 64-bit hash of the band values in plain dicts and
+skips documents whose band keys are unique in every band (they can neither have nor be a
+candidate); with `storage_config` (e.g. Redis) a real `MinHashLSH` holds the index.
 
 Dedup is "keep the first": documents are visited in order; a document whose LSH candidates
 include a kept document with estimated Jaccard >= threshold is removed as a duplicate of the
@@ -24,6 +30,7 @@ most similar one (ties: the earliest); otherwise it is kept and indexed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Sequence
@@ -41,7 +48,14 @@ from forgekit.evaluate.common import (
     load_frame,
     per_source_counts,
 )
-from forgekit.evaluate.text import check_script, column_texts, is_cjk, ngrams, tokens
+from forgekit.evaluate.text import (
+    _ASCII_NONWORD,
+    check_script,
+    column_texts,
+    is_cjk,
+    ngrams,
+    tokens,
+)
 
 _FMIX = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35))
 _MAX32 = np.uint32(0xFFFFFFFF)
@@ -75,32 +89,63 @@ def shingles(text: str, ngram: int = 3, script: str = "auto") -> list[str]:
     return ngrams(toks, ngram, sep="" if script == "chars" else " ")
 
 
-def _hash_shingles(items: list[str]) -> np.ndarray:
-    """SHA1-32 of each shingle, exactly datasketch.hashfunc.sha1_hash32 (little-endian)."""
-    sha1 = hashlib.sha1
-    packed = b"".join([sha1(s.encode("utf-8")).digest()[:4] for s in items])
-    return np.frombuffer(packed, dtype="<u4").astype(np.uint32, copy=False)
+_SHA1_DIGEST = type(hashlib.sha1()).digest
 
 
-# --- the "fast" hash: tokens hashed once (cached), n-grams combined in numpy ---------------
+def _shingle_bytes(text: str, ngram: int, script: str) -> list[bytes]:
+    """`shingles()` as UTF-8 bytes, built from the token bytes without a str per shingle."""
+    if script == "auto":
+        script = "chars" if is_cjk(text) else "words"
+    toks = _token_bytes(text, script).split()
+    sep = b"" if script == "chars" else b" "
+    if not toks:
+        return []
+    if len(toks) < ngram:
+        return [sep.join(toks)]
+    return list(map(sep.join, zip(*(toks[i:] for i in range(ngram)), strict=False)))
 
-_TOKEN_CACHE: dict[str, int] = {}
-_TOKEN_CACHE_MAX = 2_000_000
+
+def _sha1_hashes(items: list[bytes]) -> np.ndarray:
+    """SHA1-32 of each shingle, exactly datasketch.hashfunc.sha1_hash32 (the first 4 digest
+    bytes, little-endian). `map` keeps the per-item work in C: no bytecode per shingle."""
+    if not items:
+        return np.zeros(0, dtype=np.uint32)
+    packed = b"".join(map(_SHA1_DIGEST, map(hashlib.sha1, items)))
+    digests = np.frombuffer(packed, dtype=np.uint8).reshape(-1, 20)
+    return np.ascontiguousarray(digests[:, :4]).view("<u4").ravel().astype(np.uint32)
+
+
+# --- the "fast" hash: vectorized over the bytes of a whole chunk ----------------------------
+#
+# A token's hash is simple tabulation hashing of its UTF-8 bytes: a fixed random 64-bit table
+# indexed by (byte position mod 64, byte value), summed mod 2^64, then finalized by fmix64.
+# Tabulation hashing is 3-independent; unlike a polynomial hash mod 2^64 it has no structured
+# collisions. The table is zero for the space byte, which never occurs inside a token, so the
+# sum over "token + the spaces after it" is the token's sum: a whole chunk of documents is
+# hashed with a dozen numpy passes over its bytes and no Python code per token.
+# A shingle's hash is fmix64(seed + sum of its token hashes times per-position odd
+# multipliers): one finalizer per shingle, computed for all windows with array slices.
+
 _NGRAM_SEED = 0x9E3779B97F4A7C15
 _NGRAM_MUL = 0x100000001B3
 _FMIX64 = (33, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53)
 _M64 = (1 << 64) - 1
+_TABLE_WIDTH = 64  # byte positions 0..63; longer tokens wrap around
+_TABLE = np.random.RandomState(0x5EED).randint(0, 2**64, size=(_TABLE_WIDTH, 256), dtype=np.uint64)
+_TABLE[:, 32] = 0
+_TABLE_FLAT = _TABLE.ravel()
+_TABLE_PY = _TABLE.tolist()
 
 
 def token_hash(token: str) -> int:
-    """A stable 64-bit hash of one token (BLAKE2b-64 of its UTF-8 bytes)."""
-    value = _TOKEN_CACHE.get(token)
-    if value is None:
-        if len(_TOKEN_CACHE) >= _TOKEN_CACHE_MAX:
-            _TOKEN_CACHE.clear()
-        digest = hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest()
-        value = _TOKEN_CACHE[token] = int.from_bytes(digest, "little")
-    return value
+    """The fast path's 64-bit hash of one token, in plain Python (the empty token is 0)."""
+    data = token.encode("utf-8")
+    if not data:
+        return 0
+    h = 0
+    for k, byte in enumerate(data):
+        h = (h + _TABLE_PY[k % _TABLE_WIDTH][byte]) & _M64
+    return _fmix64_int(h)
 
 
 def _fmix64_int(h: int) -> int:
@@ -120,9 +165,16 @@ def fast_shingle_hash(shingle: Sequence[str]) -> int:
     shorter than `ngram` is its tokens padded with the empty token (hash 0) to `ngram`.
     """
     h = _NGRAM_SEED
-    for tok in shingle:
-        h = _fmix64_int((h * _NGRAM_MUL + (token_hash(tok) if tok else 0)) & _M64)
-    return h >> 32
+    for tok, mul in zip(shingle, _ngram_multipliers(len(shingle)), strict=True):
+        h = (h + token_hash(tok) * mul) & _M64
+    return _fmix64_int(h) >> 32
+
+
+@functools.lru_cache(maxsize=32)
+def _ngram_multipliers(n: int) -> tuple[int, ...]:
+    """Odd 64-bit multipliers, one per position in a shingle: the shingle hash is
+    fmix64(seed + sum(token_hash_j * m_j)), order-sensitive because the m_j differ."""
+    return tuple(_fmix64_int(_NGRAM_MUL * (j + 1)) | 1 for j in range(n))
 
 
 def _fmix64(h: np.ndarray) -> np.ndarray:
@@ -134,33 +186,69 @@ def _fmix64(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> s)
 
 
-def _fast_hash_docs(docs_tokens: list[list[str]], ngram: int) -> list[np.ndarray]:
-    """Shingle hashes per document, all n-grams of a chunk combined at once in numpy."""
-    lookup = _TOKEN_CACHE.get
-    ids_per_doc = []
-    for toks in docs_tokens:
-        ids = [lookup(t) or token_hash(t) for t in toks]
-        if 0 < len(ids) < ngram:
-            ids += [0] * (ngram - len(ids))  # short text: one shingle, padded (see above)
-        ids_per_doc.append(ids)
-    lengths = np.array([len(ids) for ids in ids_per_doc], dtype=np.int64)
-    counts = np.where(lengths > 0, lengths - ngram + 1, 0)
-    flat = np.fromiter(
-        (v for ids in ids_per_doc for v in ids), dtype=np.uint64, count=int(lengths.sum())
-    )
-    doc_start = np.zeros(len(lengths), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=doc_start[1:])
-    shingle_doc_first = np.zeros(len(counts), dtype=np.int64)
-    np.cumsum(counts[:-1], out=shingle_doc_first[1:])
-    total = int(counts.sum())
-    starts = np.repeat(doc_start - shingle_doc_first, counts) + np.arange(total, dtype=np.int64)
-    mul = np.uint64(_NGRAM_MUL)
+def _token_bytes(text: str, script: str) -> bytes:
+    """A document's tokens as UTF-8 bytes separated by single spaces."""
+    if script == "auto":
+        script = "chars" if is_cjk(text) else "words"
+    if script == "words" and text.isascii():
+        # the hot path: the same tokens as text.words(), without making a str per token
+        return text.lower().encode("ascii").translate(_ASCII_NONWORD)
+    return " ".join(tokens(text, script)).encode("utf-8")
+
+
+def _fast_hashes(texts: Sequence[str], ngram: int, script: str) -> tuple[np.ndarray, np.ndarray]:
+    """Shingle hashes of a chunk of documents: (flat uint32 hashes, shingles per document)."""
+    parts = [_token_bytes(t, script) for t in texts]
+    n = len(parts)
+    doc_start = np.zeros(n, dtype=np.int64)
+    np.cumsum(np.array([len(p) + 1 for p in parts[:-1]], dtype=np.int64), out=doc_start[1:])
+    data = np.frombuffer(b" ".join(parts), dtype=np.uint8)  # tokens never span documents
+    word = data != 32
+    is_start = word.copy()
+    is_start[1:] &= ~word[:-1]
+    starts = np.flatnonzero(is_start)
+    # table index = (position in token mod 64) * 256 + byte, in int32 to halve memory traffic
+    index = np.arange(len(data), dtype=np.int32)
+    token_begin = np.where(is_start, index, 0)
+    np.maximum.accumulate(token_begin, out=token_begin)
+    index -= token_begin
+    index &= _TABLE_WIDTH - 1
+    index <<= 8
+    index |= data
     with np.errstate(over="ignore"):
-        h = np.full(total, _NGRAM_SEED, dtype=np.uint64)
-        for j in range(ngram):
-            h = _fmix64(h * mul + flat[starts + j])
-    hashed = (h >> np.uint64(32)).astype(np.uint32)
-    return np.split(hashed, np.cumsum(counts)[:-1])
+        summed = (
+            np.add.reduceat(_TABLE_FLAT[index], starts)
+            if len(starts)
+            else np.zeros(0, dtype=np.uint64)
+        )
+        tok_hash = _fmix64(summed)
+    tok_counts = np.bincount(
+        np.searchsorted(doc_start, starts, side="right") - 1, minlength=n
+    ).astype(np.int64)
+    short = (tok_counts > 0) & (tok_counts < ngram)
+    if short.any():
+        # a text shorter than ngram is one shingle: its tokens padded with hash-0 tokens
+        pad = np.where(short, ngram - tok_counts, 0)
+        tok_hash = np.insert(tok_hash, np.repeat(np.cumsum(tok_counts), pad), np.uint64(0))
+        tok_counts = tok_counts + pad
+    counts = np.where(tok_counts > 0, tok_counts - ngram + 1, 0)
+    tok_first = np.zeros(n, dtype=np.int64)
+    np.cumsum(tok_counts[:-1], out=tok_first[1:])
+    shingle_first = np.zeros(n, dtype=np.int64)
+    np.cumsum(counts[:-1], out=shingle_first[1:])
+    total = int(counts.sum())
+    begin = np.repeat(tok_first - shingle_first, counts) + np.arange(total, dtype=np.int64)
+    # Every window of `ngram` consecutive tokens, by slices (no gathers), then only the
+    # windows that stay inside one document.
+    width = len(tok_hash) - ngram + 1
+    if width <= 0:
+        return np.zeros(0, dtype=np.uint32), counts
+    with np.errstate(over="ignore"):
+        acc = np.full(width, _NGRAM_SEED, dtype=np.uint64)
+        for j, mul in enumerate(_ngram_multipliers(ngram)):
+            acc += tok_hash[j : j + width] * np.uint64(mul)
+        h = _fmix64(acc[begin])
+    return (h >> np.uint64(32)).astype(np.uint32), counts
 
 
 HASHES = ("fast", "sha1")
@@ -178,16 +266,21 @@ def _sign_chunk(
     num_perm = len(a)
     out = np.full((len(texts), num_perm), _MAX32, dtype=np.uint32)
     if hash == "sha1":
-        hashed = [_hash_shingles(shingles(t, ngram, script)) for t in texts]
+        flat: list[bytes] = []
+        counts = np.zeros(len(texts), dtype=np.int64)
+        for i, text in enumerate(texts):
+            items = _shingle_bytes(text, ngram, script)
+            counts[i] = len(items)
+            flat.extend(items)
+        hashed = _sha1_hashes(flat)
     else:
-        hashed = _fast_hash_docs([_tokens_for(t, script) for t in texts], ngram)
-    rows = np.array([i for i, h in enumerate(hashed) if len(h)], dtype=np.int64)
+        hashed, counts = _fast_hashes(texts, ngram, script)
+    rows = np.flatnonzero(counts)
     if not len(rows):
         return out  # every document empty: datasketch's empty MinHash (all max values)
-    lengths = np.array([len(hashed[i]) for i in rows], dtype=np.int64)
     offsets = np.zeros(len(rows), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=offsets[1:])
-    mixed = _fmix32(np.concatenate([hashed[i] for i in rows]))
+    np.cumsum(counts[rows][:-1], out=offsets[1:])
+    mixed = _fmix32(hashed)
     tmp = np.empty_like(mixed)
     sig = np.empty((num_perm, len(rows)), dtype=np.uint32)
     with np.errstate(over="ignore"):
@@ -198,12 +291,6 @@ def _sign_chunk(
             sig[k] = np.minimum.reduceat(tmp, offsets)
     out[rows] = sig.T
     return out
-
-
-def _tokens_for(text: str, script: str) -> list[str]:
-    if script == "auto":
-        script = "chars" if is_cjk(text) else "words"
-    return tokens(text, script)
 
 
 def _sign_chunk_star(args: tuple) -> np.ndarray:
@@ -260,10 +347,12 @@ def minhash_signatures(
     return np.vstack(parts)
 
 
+@functools.lru_cache(maxsize=64)
 def lsh_params(
     threshold: float, num_perm: int, weights: tuple[float, float] = (0.5, 0.5)
 ) -> tuple[int, int]:
-    """(bands, rows per band) exactly as datasketch.MinHashLSH chooses them."""
+    """(bands, rows per band) exactly as datasketch.MinHashLSH chooses them (its search
+    integrates false positive/negative rates for every split: ~1 s, so it is cached)."""
     from datasketch import MinHashLSH
 
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
@@ -293,7 +382,7 @@ def lsh_dedup(
     if n == 0:
         return duplicate_of, similarity
     if params is None:
-        bands, r = lsh_params(threshold, num_perm, weights)
+        bands, r = lsh_params(threshold, num_perm, tuple(weights))
     else:
         bands, r = params
         if bands * r > num_perm or bands < 2:
@@ -302,17 +391,29 @@ def lsh_dedup(
         return _lsh_dedup_datasketch(
             sigs, threshold, (bands, r), storage_config, duplicate_of, similarity
         )
-    # Band keys exactly as MinHashLSH._byteswap builds them (big-endian band bytes), for all
-    # documents at once; then one dict per band.
-    band_keys = []
-    for j in range(bands):
-        band = np.ascontiguousarray(sigs[:, j * r : (j + 1) * r].byteswap())
-        band_keys.append(band.view(f"V{band.shape[1] * band.itemsize}").ravel().tolist())
-    tables: list[dict[bytes, list[int]]] = [{} for _ in range(bands)]
-    for i in range(n):
-        candidates: set[int] = set()
+    # Band keys: a 64-bit hash of each band's r values (MinHashLSH uses the band bytes; a
+    # 64-bit key only adds a 2^-64 chance of a spurious candidate, which the Jaccard check
+    # below would still have to accept).
+    keys = np.empty((bands, n), dtype=np.uint64)
+    collides = np.zeros(n, dtype=bool)
+    mul = np.uint64(_NGRAM_MUL)
+    with np.errstate(over="ignore"):
         for j in range(bands):
-            hit = tables[j].get(band_keys[j][i])
+            h = np.full(n, _NGRAM_SEED, dtype=np.uint64)
+            for col in sigs[:, j * r : (j + 1) * r].T:
+                h = _fmix64(h * mul + col.astype(np.uint64))
+            keys[j] = h
+            _, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
+            collides |= counts[inverse] > 1
+    # A document whose band keys are unique in every band never has a candidate and is never
+    # one: it is kept without entering the loop. This is exact, and skips most documents.
+    rows = np.flatnonzero(collides)
+    row_keys = keys[:, rows].T.tolist()
+    tables: list[dict[int, list[int]]] = [{} for _ in range(bands)]
+    for i, band_keys in zip(rows.tolist(), row_keys, strict=True):
+        candidates: set[int] = set()
+        for table, key in zip(tables, band_keys, strict=True):
+            hit = table.get(key)
             if hit:
                 candidates.update(hit)
         if candidates:
@@ -321,8 +422,8 @@ def lsh_dedup(
                 duplicate_of[i] = best
                 similarity[i] = sim
                 continue
-        for j in range(bands):
-            tables[j].setdefault(band_keys[j][i], []).append(i)
+        for table, key in zip(tables, band_keys, strict=True):
+            table.setdefault(key, []).append(i)
     return duplicate_of, similarity
 
 
@@ -338,6 +439,10 @@ def _lsh_dedup_datasketch(
     from datasketch import MinHash, MinHashLSH
 
     n, num_perm = sigs.shape
+    storage_config = dict(storage_config)
+    if isinstance(storage_config.get("basename"), str):
+        # datasketch wants bytes; JSON (the CLI's --storage-config) can only give a string
+        storage_config["basename"] = storage_config["basename"].encode("utf-8")
     try:
         lsh = MinHashLSH(
             threshold=threshold, num_perm=num_perm, params=params, storage_config=storage_config

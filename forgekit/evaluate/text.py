@@ -59,7 +59,8 @@ def cjk_fraction(text: str) -> float:
 
 
 def is_cjk(text: str) -> bool:
-    if not _CJK_RE.search(text):  # the common case for English: no CJK character at all
+    # the common case for English: no CJK character at all
+    if text.isascii() or not _CJK_RE.search(text):
         return False
     return cjk_fraction(text) >= CJK_FRACTION
 

@@ -116,13 +116,14 @@ def _clean(value: str) -> str:
 
 def match_label(value: str | None, allowed: list[str] | tuple[str, ...]) -> str | None:
     """The allowed label `value` states, or None. Longest label first, so 'very hard' is
-    not read as 'hard'; a label must be the whole value or be followed by a separator."""
+    not read as 'hard'; a label must be the whole value or be followed by a separator
+    (',', ';', ':', '(' or a spaced dash: 'medium-hard' is not 'medium')."""
     if value is None:
         return None
     text = _clean(value)
     for label in sorted(allowed, key=len, reverse=True):
         low = label.lower()
-        if text == low or re.match(rf"{re.escape(low)}\s*[-—–,;:(]", text):
+        if text == low or re.match(rf"{re.escape(low)}(?:\s*[,;:(]|\s+[-—–]\s)", text):
             return label
     return None
 

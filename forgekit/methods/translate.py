@@ -62,7 +62,8 @@ DIFFICULTY_GOALS = {
 }
 _PREAMBLE = re.compile(
     r"^(?:here(?: is|'s) (?:the |a |your )?(?:translation|translated text|rewritten text|"
-    r"rewrite|rewritten version)[^:\n]*:|(?:translation|rewritten text|译文|翻译)[:：])\s*",
+    r"rewrite|rewritten version)[^:\n]*:|"
+    r"(?:translation|translated text|rewritten(?: text| version)?|rewrite|译文|翻译|改写)[:：])\s*",
     re.IGNORECASE,
 )
 
@@ -103,6 +104,33 @@ def clean_answer(text: str) -> str:
 
 def _path_name(field: str, path: tuple) -> str:
     return field + "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in path)
+
+
+async def _convert(
+    ctx: RunContext, system_prompt: str, text: str, params: SamplingParams, seed: int, name: str
+) -> str:
+    """One text leaf through the model. A rejected answer (empty, cut off) is asked once
+    more bypassing the cache — the cache would otherwise hand the same bad answer to every
+    re-run — then fails the record with FieldError naming the leaf."""
+    messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": text}]
+    problem = ""
+    for use_cache in (True, False):
+        try:
+            answer = await ctx.chat(
+                messages, params=SamplingParams.coerce(params, seed=seed), cache=use_cache
+            )
+        except (RetryableModelError, ClientRequestError) as exc:
+            if exc.status in _FATAL:
+                raise  # a bad key or endpoint: the engine stops the whole run
+            raise FieldError(f"{name}: {exc}") from exc
+        result = clean_answer(answer.text)
+        if not result:
+            problem = "the model returned no text"
+        elif answer.finish_reason == "length":
+            problem = "the answer was cut off at max_tokens"
+        else:
+            return result
+    raise FieldError(f"{name}: {problem}")
 
 
 def _transform(
@@ -147,23 +175,7 @@ def _transform(
             value = record[field]
             for path, text in text_leaves(value):
                 name = _path_name(field, path)
-                try:
-                    answer = await ctx.chat(
-                        [
-                            {"role": "system", "content": system_prompt},
-                            {"role": "user", "content": text},
-                        ],
-                        params=SamplingParams.coerce(params, seed=seed),
-                    )
-                except (RetryableModelError, ClientRequestError) as exc:
-                    if exc.status in _FATAL:
-                        raise  # a bad key or endpoint: the engine stops the whole run
-                    raise FieldError(f"{name}: {exc}") from exc
-                result = clean_answer(answer.text)
-                if not result:
-                    raise FieldError(f"{name}: the model returned no text")
-                if answer.finish_reason == "length":
-                    raise FieldError(f"{name}: the answer was cut off at max_tokens")
+                result = await _convert(ctx, system_prompt, text, params, seed, name)
                 value = put(value, path, result)
                 done.append(name)
             new[field] = value

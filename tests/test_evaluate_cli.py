@@ -114,3 +114,13 @@ def test_cli_errors_are_one_line_and_name_the_problem(data_file, tmp_path, capsy
     assert "bad.jsonl:2" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="--storage-config: not valid JSON"):
         execute(parse(["dedup", "-i", str(data_file), "--storage-config", "{redis"]))
+
+
+def test_merge_names_notebook_variables_by_their_names(tmp_path):
+    first = pd.DataFrame({"input": ["a", "b"]})
+    second = pd.DataFrame({"input": ["B", "c"]})
+    ctx = CommandContext(namespace={"first": first, "second": second})
+    out = tmp_path / "m.jsonl"
+    summary = execute(parse(["merge", "first", "second", "--out", str(out)]), ctx)
+    assert [s["source"] for s in summary["per_source"]] == ["first", "second"]
+    assert [r["source_prompt_id"] for r in read_records(out)] == ["0_first", "1_first", "1_second"]

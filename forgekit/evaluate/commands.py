@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from forgekit.errors import ConfigError
@@ -248,7 +249,14 @@ def _merge(args: argparse.Namespace, ctx) -> dict[str, Any]:
     from forgekit.data.merge import merge
 
     sources = [ctx.resolve_input(path) for path in args.inputs]
-    names = [n.strip() for n in args.names.split(",")] if args.names else None
+    if args.names:
+        names = [n.strip() for n in args.names.split(",")]
+    else:
+        # a file is named by its stem, a notebook variable by its own name
+        names = [
+            Path(arg).stem if isinstance(src, (str, Path)) else arg
+            for arg, src in zip(args.inputs, sources, strict=True)
+        ]
     result = merge(
         sources,
         args.out,

@@ -4,10 +4,11 @@ engine, and handing back a DataFrame that remembers how it was made (`df.attrs`)
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from forgekit.engine import RunConfig, RunResult, Task, arun, run_sync
+from forgekit.engine import RunConfig, RunResult, RunStats, Task, arun, run_sync
 from forgekit.models import Model
 
 # Options every method accepts and forwards to the engine (see RunConfig).
@@ -62,3 +63,32 @@ async def arun_method(
 
 def run_method(**kwargs: Any) -> RunResult:
     return run_sync(lambda: arun_method(**kwargs))
+
+
+# -- methods that run the engine several times (stages, rounds) ----------------------------
+def add_stats(total: RunStats, part: RunStats) -> RunStats:
+    """Add `part`'s counters into `total` (in place) and return it."""
+    for name in RunStats.__dataclass_fields__:
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+    return total
+
+
+def remaining_budget(config: RunConfig, spent: RunStats) -> RunConfig:
+    """The config for the next stage: budgets cover the whole method call, not each stage."""
+    return replace(
+        config,
+        max_requests=None
+        if config.max_requests is None
+        else max(0, config.max_requests - spent.requests),
+        max_total_tokens=None
+        if config.max_total_tokens is None
+        else max(0, config.max_total_tokens - spent.tokens),
+        max_cost=None if config.max_cost is None else max(0.0, config.max_cost - spent.cost),
+    )
+
+
+def budget_exhausted(config: RunConfig) -> bool:
+    return any(
+        limit is not None and limit <= 0
+        for limit in (config.max_requests, config.max_total_tokens, config.max_cost)
+    )

@@ -20,7 +20,7 @@ import argparse
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,13 @@ from forgekit.commands import run_config_from_args as _run_config
 from forgekit.data.records import fingerprint, make_lineage, make_record, record_id
 from forgekit.engine import RunContext, RunResult, RunStats, Task
 from forgekit.errors import ConfigError
-from forgekit.methods._common import result_frame, run_method, split_run_options
+from forgekit.methods._common import (
+    add_stats,
+    remaining_budget,
+    result_frame,
+    run_method,
+    split_run_options,
+)
 from forgekit.methods._prompting import (
     as_params,
     check_model_name,
@@ -328,7 +334,7 @@ def evol(
             for task_id, entry in zip(ids, pool)
         ]
         round_config = replace(
-            _remaining(config, results), description=f"evol round {round_no}/{rounds}"
+            remaining_budget(config, _spent(results)), description=f"evol round {round_no}/{rounds}"
         )
         result = run_method(
             tasks=tasks, method="evol", model=model, out=out, config=round_config, job=job
@@ -379,31 +385,18 @@ def _advance(entry: _Entry, record: dict[str, Any] | None) -> _Entry:
     )
 
 
-def _remaining(config, results: list[RunResult]):
-    """The run config with budgets reduced by what earlier rounds spent: the caps are for
-    the whole evol call, not for each round."""
-    spent_requests = sum(r.stats.requests for r in results)
-    spent_tokens = sum(r.stats.tokens for r in results)
-    spent_cost = sum(r.stats.cost for r in results)
-    return replace(
-        config,
-        max_requests=None
-        if config.max_requests is None
-        else max(0, config.max_requests - spent_requests),
-        max_tokens=None if config.max_tokens is None else max(0, config.max_tokens - spent_tokens),
-        max_cost=None if config.max_cost is None else max(0.0, config.max_cost - spent_cost),
-    )
+def _spent(results: list[RunResult]) -> RunStats:
+    total = RunStats()
+    for result in results:
+        add_stats(total, result.stats)
+    return total
 
 
 def _combine(results: list[RunResult], records: list[dict[str, Any]]) -> RunResult:
-    stats = RunStats()
-    for result in results:
-        for f in fields(RunStats):
-            setattr(stats, f.name, getattr(stats, f.name) + getattr(result.stats, f.name))
     last = results[-1]
     return RunResult(
         records=records,
-        stats=stats,
+        stats=_spent(results),
         status=last.status,
         stop_reason=last.stop_reason,
         out=last.out,

@@ -31,10 +31,17 @@ from typing import Any
 from forgekit.commands import add_model_option, add_run_options, run_config_from_args
 from forgekit.data.io import read_records
 from forgekit.data.records import fingerprint, make_lineage, make_record, record_id
-from forgekit.engine import RunConfig, RunContext, RunResult, RunStats, Task
+from forgekit.engine import RunContext, RunResult, RunStats, Task
 from forgekit.errors import ConfigError
 from forgekit.evaluate.text import _CJK_RE
-from forgekit.methods._common import result_frame, run_method, split_run_options
+from forgekit.methods._common import (
+    add_stats,
+    budget_exhausted,
+    remaining_budget,
+    result_frame,
+    run_method,
+    split_run_options,
+)
 from forgekit.methods._text import (
     parse_labeled,
     parse_numbered_list,
@@ -256,30 +263,6 @@ def load_seed_tasks(source: Any = None, language: str = "en") -> list[dict[str, 
 # --- the method ----------------------------------------------------------------------------
 
 
-def _remaining(config: RunConfig, spent: RunStats) -> RunConfig:
-    """The budget left for the next stage: budgets cover the whole call, not each stage."""
-    return replace(
-        config,
-        max_requests=None if config.max_requests is None else config.max_requests - spent.requests,
-        max_total_tokens=(
-            None if config.max_total_tokens is None else config.max_total_tokens - spent.tokens
-        ),
-        max_cost=None if config.max_cost is None else config.max_cost - spent.cost,
-    )
-
-
-def _add_stats(total: RunStats, part: RunStats) -> None:
-    for name in RunStats.__dataclass_fields__:
-        setattr(total, name, getattr(total, name) + getattr(part, name))
-
-
-def _exhausted(config: RunConfig) -> bool:
-    return any(
-        limit is not None and limit <= 0
-        for limit in (config.max_requests, config.max_total_tokens, config.max_cost)
-    )
-
-
 def _sidecar(out: str | Path | None) -> Path | None:
     if out is None:
         return None
@@ -444,8 +427,8 @@ def self_instruct(
         need = math.ceil((target - len(kept)) / max(rate, 0.25) * 1.2)
         # at least double each round, so a poor yield costs few rounds (each is a run)
         stop = min(limit_prompts, prompts_done + max(need, prompts_done, 1))
-        stage_config = _remaining(config, spent)
-        if _exhausted(stage_config):
+        stage_config = remaining_budget(config, spent)
+        if budget_exhausted(stage_config):
             status, stop_reason = "stopped", "budget exhausted"
             break
         if not first:
@@ -467,7 +450,7 @@ def self_instruct(
             job=stage_job,
         )
         first = False
-        _add_stats(spent, result.stats)
+        add_stats(spent, result.stats)
         errors += result.errors
         for batch in result.records:
             admit(batch)
@@ -562,11 +545,11 @@ def self_instruct(
                 info={"stage": "instances", "instruction": item["instruction"][:80]},
             )
 
-    stage_config = _remaining(config, spent)
-    if _exhausted(stage_config) and status == "completed":
+    stage_config = remaining_budget(config, spent)
+    if budget_exhausted(stage_config) and status == "completed":
         status, stop_reason = "stopped", "budget exhausted"
     result: RunResult = run_method(
-        tasks=instance_tasks() if not _exhausted(stage_config) else iter(()),
+        tasks=instance_tasks() if not budget_exhausted(stage_config) else iter(()),
         method="self_instruct",
         model=model,
         out=out,
@@ -574,7 +557,7 @@ def self_instruct(
         job=job,
         limit=n,
     )
-    _add_stats(spent, result.stats)
+    add_stats(spent, result.stats)
     instruction_stats = dict(spent.__dict__)
     if result.status != "completed" and status == "completed":
         status, stop_reason = result.status, result.stop_reason

@@ -104,10 +104,9 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     """Options every subcommand accepts after its name: `--debug`, and `-o NAME`, the
     notebook variable the result is bound to (the `%forge` magic; the CLI refuses it)."""
     group = parser.add_argument_group("notebook (%forge)")
-    # `-o` is only added where a command has not claimed it for something else.
-    flags = ["--output-var"] if "-o" in parser._option_string_actions else ["-o", "--output-var"]
     group.add_argument(
-        *flags,
+        "-o",
+        "--output-var",
         dest="output_var",
         metavar="NAME",
         default=None,

@@ -273,7 +273,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dry-run", action="store_true", help="validate and show the call; send nothing"
     )
-    p.add_argument("-o", "--out", default=None, help="write records here instead of `output`")
+    p.add_argument("--out", default=None, help="write records here instead of `output`")
     p.add_argument("--max-requests", type=int, default=None, help="stop after this many requests")
     p.add_argument(
         "--overwrite", action="store_true", help="move an existing output aside and start afresh"

@@ -29,7 +29,7 @@ def _common(parser: argparse.ArgumentParser, text_default: str = "input") -> Non
 
 
 def _out_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--out", default=None, help="write the kept records here")
+    parser.add_argument("--out", default=None, help="write the kept records here")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace --out (and other outputs) if present"
     )
@@ -120,7 +120,7 @@ def register(subparsers: Any) -> None:
     )
     merge.add_argument("--prompt-field", default=None)
     merge.add_argument("--map", action="append", default=None, metavar="TARGET=FIELD")
-    merge.add_argument("-o", "--out", required=True)
+    merge.add_argument("--out", required=True)
     merge.add_argument("--overwrite", action="store_true")
     merge.set_defaults(handler=_merge)
 

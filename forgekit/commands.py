@@ -141,7 +141,7 @@ def _reachable(name: str) -> str:
 
         async def probe() -> str:
             try:
-                await model._client.models.list()  # type: ignore[attr-defined]
+                await model.client.models.list()  # type: ignore[attr-defined]
                 return "yes"
             finally:
                 await model.aclose()

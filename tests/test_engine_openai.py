@@ -308,3 +308,30 @@ def test_keyboard_interrupt_in_notebook_thread_keeps_finished(stub, stub_model, 
     manifest = json.loads((tmp_path / "k.manifest.json").read_text())
     assert manifest["status"] == "cancelled"
     assert manifest["records_in_file"] == len(records)
+
+
+def test_one_model_object_serves_several_runs(stub, stub_model):
+    """Methods with stages run the engine several times, each on a fresh event loop; a
+    Model object passed in must work in all of them."""
+    model = get_model(stub_model)
+    first = run(chat_tasks(2), model=model, config=cfg())
+    second = run(chat_tasks(2, prefix="z"), model=model, config=cfg())
+    assert [r["output"] for r in first.records + second.records] == [
+        "echo: q0", "echo: q1", "echo: z0", "echo: z1"]
+
+
+def test_cache_refresh_asks_again_and_replaces_the_entry(stub, stub_model):
+    stub.configure(rules=[{"match": "same", "contents": ["first answer", "second answer"]}])
+
+    def tasks(mode):
+        async def make(ctx):
+            c = await ctx.chat([{"role": "user", "content": "same"}], cache=mode)
+            return {"id": ctx.task.id, "output": c.text}
+
+        return [Task(id="t", fn=make)]
+
+    assert run(tasks(True), model=stub_model, config=cfg()).records[0]["output"] == "first answer"
+    assert run(tasks(True), model=stub_model, config=cfg()).records[0]["output"] == "first answer"
+    refreshed = run(tasks("refresh"), model=stub_model, config=cfg())
+    assert refreshed.records[0]["output"] == "second answer" and refreshed.stats.requests == 1
+    assert run(tasks(True), model=stub_model, config=cfg()).records[0]["output"] == "second answer"

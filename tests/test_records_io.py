@@ -111,3 +111,11 @@ def test_json_wrapper_object(tmp_path):
     path = tmp_path / "wrapped.json"
     path.write_text(json.dumps({"version": 1, "data": [{"input": "a"}, {"input": "b"}]}))
     assert [r["input"] for r in read_records(path)] == ["a", "b"]
+
+
+def test_dataframe_keeps_none_for_missing_text():
+    from forgekit.data import records_to_dataframe
+
+    df = records_to_dataframe([{"input": "a", "tag": None}, {"input": None, "tag": "t"}])
+    assert df["tag"].tolist() == [None, "t"]
+    assert df["input"].tolist() == ["a", None]

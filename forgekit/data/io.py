@@ -207,9 +207,16 @@ def read_records(source: RecordSource, fmt: str | None = None) -> list[dict[str,
 
 
 def records_to_dataframe(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Records as a DataFrame. Text columns stay Python objects so a missing value is None,
+    as in the JSONL (pandas 3's string dtype would turn it into NaN)."""
     import pandas as pd
 
-    return pd.DataFrame.from_records(list(records))
+    df = pd.DataFrame.from_records(list(records))
+    for column in df.columns:
+        if isinstance(df[column].dtype, pd.StringDtype):
+            values = df[column].astype(object)
+            df[column] = values.where(df[column].notna(), None)
+    return df
 
 
 def jsonl_line(record: Mapping[str, Any]) -> str:

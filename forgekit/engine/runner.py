@@ -158,9 +158,11 @@ class RunContext:
         *,
         model: str | Model | None = None,
         params: SamplingParams | dict[str, Any] | None = None,
-        cache: bool = True,
+        cache: bool | str = True,
         **sampling: Any,
     ) -> Completion:
+        """A chat completion. `cache`: True (read and write the response cache), False
+        (neither), or "refresh" (ask the model again and replace the cached answer)."""
         params = SamplingParams.coerce(params, **sampling)
         return await self.engine.request("chat", self.get_model(model), messages, params, cache)
 
@@ -170,9 +172,10 @@ class RunContext:
         *,
         model: str | Model | None = None,
         params: SamplingParams | dict[str, Any] | None = None,
-        cache: bool = True,
+        cache: bool | str = True,
         **sampling: Any,
     ) -> Completion:
+        """A raw text completion; `cache` as for `chat`."""
         params = SamplingParams.coerce(params, **sampling)
         return await self.engine.request("complete", self.get_model(model), prompt, params, cache)
 
@@ -236,12 +239,19 @@ class Engine:
         return self.status != "running"
 
     async def request(
-        self, kind: str, model: Model, payload: Any, params: SamplingParams, use_cache: bool
+        self,
+        kind: str,
+        model: Model,
+        payload: Any,
+        params: SamplingParams,
+        use_cache: bool | str = True,
     ) -> Completion:
         key = None
         if self.cache is not None and use_cache:
             key = request_key(model.identity, kind, payload, params)
-            hit = self.cache.get(key)
+            # "refresh": ask again and overwrite the entry (a method rejected the cached
+            # answer, e.g. an empty or cut-off one, and wants a new one).
+            hit = self.cache.get(key) if use_cache != "refresh" else None
             if hit is not None:
                 self.stats.cached += 1
                 return hit

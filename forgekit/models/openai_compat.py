@@ -8,8 +8,10 @@ translates SDK outcomes into `Completion` or a `ModelError` that says whether a 
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
+import weakref
 from typing import Any
 
 import openai
@@ -74,13 +76,25 @@ class OpenAICompatibleModel:
         self._prices = prices
         if max_concurrency:
             self.default_concurrency = max_concurrency
-        # Local servers (vLLM, llama.cpp) accept any key; the SDK insists on one being set.
-        self._client = openai.AsyncOpenAI(
-            base_url=base_url,
-            api_key=api_key or "not-needed",
-            timeout=timeout,
-            max_retries=0,
-        )
+        self._client_options = {
+            "base_url": base_url,
+            # Local servers (vLLM, llama.cpp) accept any key; the SDK insists on one.
+            "api_key": api_key or "not-needed",
+            "timeout": timeout,
+            "max_retries": 0,
+        }
+        # Keyed by the loop itself (weakly): a dead loop's client goes with it.
+        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        """The SDK client for the running event loop. An httpx connection pool belongs to the
+        loop that opened it, and the sync API runs each job on a fresh loop, so one model
+        object used by several runs (a method's stages) needs one client per loop."""
+        loop = asyncio.get_running_loop()
+        if loop not in self._clients:
+            self._clients[loop] = openai.AsyncOpenAI(**self._client_options)
+        return self._clients[loop]
 
     @property
     def identity(self) -> str:
@@ -90,7 +104,10 @@ class OpenAICompatibleModel:
         return self._prices
 
     async def aclose(self) -> None:
-        await self._client.close()
+        """Close the client of the running loop (those of finished loops are already dead)."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.close()
 
     def _request_kwargs(self, params: SamplingParams) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"model": self.model}
@@ -106,7 +123,7 @@ class OpenAICompatibleModel:
 
     async def chat(self, messages: list[Message], params: SamplingParams) -> Completion:
         response = await self._call(
-            self._client.chat.completions.create, messages=messages, **self._request_kwargs(params)
+            self.client.chat.completions.create, messages=messages, **self._request_kwargs(params)
         )
         try:
             texts = [choice.message.content or "" for choice in response.choices]
@@ -123,7 +140,7 @@ class OpenAICompatibleModel:
                 f"embedded 'local' model, vLLM or a llama.cpp server."
             )
         response = await self._call(
-            self._client.completions.create, prompt=prompt, **self._request_kwargs(params)
+            self.client.completions.create, prompt=prompt, **self._request_kwargs(params)
         )
         try:
             texts = [choice.text or "" for choice in response.choices]

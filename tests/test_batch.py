@@ -76,7 +76,9 @@ def test_two_by_two_grid_one_failure_then_rerun_only_the_failed(template, tmp_pa
     assert len(index) == 4 and (out / "index.csv").exists()
     for row in index:
         executed = nbformat.read(row["notebook"], as_version=4)
-        injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        injected = [
+            c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])
+        ]
         assert injected and f"label = \"{row['params']['label']}\"" in injected[0].source
     # The failed notebook keeps its error cell.
     executed = nbformat.read(failed["notebook"], as_version=4)

@@ -126,15 +126,15 @@ def test_cell_body_is_the_user_template_braces_untouched(ip, capsys, stub, stub_
     stub.configure(
         rules=[
             {
-                "match": r"Tone \{style\}.*glaciers in the \{style\} of a poem",
+                "match": r"Tone gentle\..*glaciers in the \{style\} of a poem",
                 "content": "literal braces arrived",
             }
         ]
     )
     ip.user_ns["items"] = [{"topic": "glaciers"}]
-    ip.user_ns["style"] = "SHOULD-NOT-APPEAR"
-    # {style} in the line and in the body would be IPython variable expansion; {{ topic }}
-    # is Jinja. Only Jinja may fill anything.
+    ip.user_ns["style"] = "gentle"
+    # In the line, {style} is a notebook variable (as in any IPython line magic); in the body
+    # it is template text: only Jinja ({{ topic }}) may fill anything there.
     cell = (
         "%%forge generate --input items --model stub --system 'Tone {style}.' -o g\n"
         "Explain {{ topic }} in the {style} of a poem.\n- keep it short"
@@ -143,7 +143,7 @@ def test_cell_body_is_the_user_template_braces_untouched(ip, capsys, stub, stub_
     assert result.success, out
     g = ip.user_ns["g"]
     assert g["input"].iloc[0] == "Explain glaciers in the {style} of a poem.\n- keep it short"
-    assert g["system"].iloc[0] == "Tone {style}."
+    assert g["system"].iloc[0] == "Tone gentle."
     assert g["output"].iloc[0] == "literal braces arrived"
 
 

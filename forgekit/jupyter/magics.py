@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import keyword
 import os
+import re
 import shlex
 import sys
 import threading
@@ -89,7 +90,7 @@ class ForgeMagics(Magics):
         """Run a forgekit command: `%forge --help` lists them, `%forge <cmd> --help` tells
         each one's options."""
         try:
-            argv = shlex.split(line)
+            argv = shlex.split(expand_variables(line, self.shell.user_ns))
         except ValueError as exc:
             raise MagicError(f"cannot split the line: {exc} (check the quotes)") from None
         debug = "--debug" in argv
@@ -323,6 +324,48 @@ class _waiting:
         if self.poller is not None:
             self.poller.close()
         self.monitor.flush(force=True)
+
+
+# `{name}` (not `{{name}}`) or `$name`.
+_PLACEHOLDER = re.compile(
+    r"(?<![{$\\])\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})|\$([A-Za-z_][A-Za-z0-9_]*)"
+)
+
+
+def expand_variables(line: str, namespace: dict[str, Any]) -> str:
+    """Put notebook variables into a magic line: `{name}` or `$name` -> the value.
+
+    IPython's own expansion is off for `%forge` (it would mangle `{{ input }}` in Jinja2
+    templates), so this narrower one applies to the line only, never to a cell body:
+    a name that is not a defined variable, `{{ ... }}` and `{ spaced }` stay as written.
+    Outside quotes a value is shell-quoted, so a value with spaces stays one argument.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in namespace:
+            return match.group(0)
+        value = str(namespace[name])
+        inside_quotes = _quote_state(line[: match.start()]) is not None
+        return value if inside_quotes else shlex.quote(value)
+
+    return _PLACEHOLDER.sub(replace, line)
+
+
+def _quote_state(prefix: str) -> str | None:
+    """The quote character open at the end of `prefix` (shell rules), or None."""
+    quote = None
+    escaped = False
+    for char in prefix:
+        if escaped:
+            escaped = False
+        elif char == "\\" and quote != "'":
+            escaped = True
+        elif quote is None and char in "'\"":
+            quote = char
+        elif char == quote:
+            quote = None
+    return quote
 
 
 def _command_name(argv: list[str]) -> str | None:

@@ -68,6 +68,25 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def add_sampling_options(
+    parser: argparse.ArgumentParser, *, temperature: float | None, max_tokens: int
+) -> None:
+    """--temperature, --max-tokens (per answer) and --seed, with a command's own defaults."""
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=temperature,
+        help=f"sampling temperature (default {temperature if temperature is not None else 0})",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=max_tokens,
+        help=f"max tokens per model answer (default {max_tokens})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+
+
 def add_input_option(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument(
         "-i",

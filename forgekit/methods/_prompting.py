@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from forgekit.commands import add_sampling_options  # noqa: F401 - shared option group
 from forgekit.data.records import fingerprint
 from forgekit.errors import ConfigError
 from forgekit.models import Model, SamplingParams
@@ -515,24 +516,6 @@ def prompt_args(args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
         path = getattr(args, f"{prefix}{kind}_file", None)
         out[kind] = Path(path) if path else getattr(args, f"{prefix}{kind}", None)
     return out
-
-
-def add_sampling_options(
-    parser: argparse.ArgumentParser, *, temperature: float | None, max_tokens: int
-) -> None:
-    parser.add_argument(
-        "--temperature",
-        type=float,
-        default=temperature,
-        help=f"sampling temperature (default {temperature if temperature is not None else 0})",
-    )
-    parser.add_argument(
-        "--max-tokens",
-        type=int,
-        default=max_tokens,
-        help=f"max tokens per response (default {max_tokens})",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
 
 
 def add_label_options(parser: argparse.ArgumentParser) -> None:

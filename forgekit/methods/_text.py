@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from forgekit.commands import add_sampling_options  # noqa: F401 - shared option group
 from forgekit.data.records import fingerprint, record_id
 from forgekit.engine import RunConfig, RunContext, Task
 from forgekit.errors import ConfigError
@@ -300,24 +301,6 @@ def require_field(records: Sequence[dict[str, Any]], field: str, option: str) ->
 
 
 # --- shared CLI options --------------------------------------------------------------------
-
-
-def add_sampling_options(
-    parser: argparse.ArgumentParser, *, temperature: float, max_tokens: int
-) -> None:
-    parser.add_argument(
-        "--temperature",
-        type=float,
-        default=temperature,
-        help=f"sampling temperature (default {temperature})",
-    )
-    parser.add_argument(
-        "--max-tokens",
-        type=int,
-        default=max_tokens,
-        help=f"max tokens per model answer (default {max_tokens})",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
 
 
 def params_from_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -292,28 +292,20 @@ class TextProgress:
 
 
 class _waiting:
-    """While a run waits in the cell's thread: handle pending widget messages (the Cancel
-    click) and push progress to the monitor, through the engine's wait hook."""
+    """While a run waits in the cell's thread, push progress to the monitor through the
+    engine's wait hook (the monitor's Cancel click itself is handled in forgekit's widget
+    subshell, see forgekit.jupyter.uipoll)."""
 
     def __init__(self, monitor: Any) -> None:
         self.monitor = monitor
-        self.poller = None
         self.previous = None
 
     def __enter__(self) -> _waiting:
         from forgekit.engine.runner import set_wait_hook
 
         if self.monitor is not None:
-            from forgekit.jupyter.uipoll import kernel_poller
-
-            self.poller = kernel_poller()
-            self.previous = set_wait_hook(self.tick)
+            self.previous = set_wait_hook(self.monitor.flush)
         return self
-
-    def tick(self) -> None:
-        if self.poller is not None:
-            self.poller.poll()
-        self.monitor.flush()
 
     def __exit__(self, *exc: Any) -> None:
         if self.monitor is None:
@@ -321,8 +313,6 @@ class _waiting:
         from forgekit.engine.runner import set_wait_hook
 
         set_wait_hook(self.previous)
-        if self.poller is not None:
-            self.poller.close()
         self.monitor.flush(force=True)
 
 

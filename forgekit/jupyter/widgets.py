@@ -79,10 +79,21 @@ def _records(data: Any) -> list[dict[str, Any]]:
     return out
 
 
+class _Widget(anywidget.AnyWidget):
+    """forgekit's widgets: the front end's messages are handled even while a cell runs
+    (in a kernel subshell, where the kernel has them; see forgekit.jupyter.uipoll)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        from forgekit.jupyter.uipoll import route_to_subshell
+
+        self.live = route_to_subshell(self)
+
+
 # --- RunMonitor ---------------------------------------------------------------------------
 
 
-class RunMonitor(anywidget.AnyWidget):
+class RunMonitor(_Widget):
     """Live view of an engine run: progress, rates, tokens, cost, retries, errors, the
     latest records, and a Cancel button.
 
@@ -238,7 +249,7 @@ def _stats_state(stats: Any, elapsed: float) -> dict[str, Any]:
 # --- DatasetViewer ------------------------------------------------------------------------
 
 
-class DatasetViewer(anywidget.AnyWidget):
+class DatasetViewer(_Widget):
     """A paged, searchable table of records with a detail pane (history, chosen/rejected
     side by side, lineage). Paging and search run in Python, so only one page of a large
     data set travels to the browser."""
@@ -322,7 +333,7 @@ class DatasetViewer(anywidget.AnyWidget):
 DECISIONS = ("accept", "swap", "reject")
 
 
-class PairReviewer(anywidget.AnyWidget):
+class PairReviewer(_Widget):
     """Step through preference pairs (records with `chosen` and `rejected`) and accept,
     swap or reject each. Every decision is appended to a JSONL file next to the data
     (`<data>.review.jsonl`), which a new reviewer reloads; `reviewed()` applies them."""

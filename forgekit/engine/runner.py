@@ -648,10 +648,10 @@ def set_wait_hook(hook: Callable[[], None] | None) -> Callable[[], None] | None:
     """Install `hook`, called about every 0.1 s in the waiting thread while `run_sync` waits
     for a run inside a running event loop (a Jupyter cell); returns the previous hook.
 
-    While a cell runs, ipykernel handles no messages from the front end, so a widget's
-    Cancel click would wait until the run ends. forgekit.jupyter installs a hook that
-    handles pending widget messages and pushes live progress to the run monitor. The hook
-    must return quickly; an exception in it is ignored (a display never breaks a run).
+    Engine events arrive on the run's own thread; forgekit.jupyter installs a hook that
+    pushes them to the run monitor widget from the cell's thread, at most 10 times a
+    second. The hook must return quickly; an exception in it is ignored (a display never
+    breaks a run).
     """
     global _wait_hook
     previous, _wait_hook = _wait_hook, hook

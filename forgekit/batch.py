@@ -193,6 +193,9 @@ def _run_one(
 ) -> Combination:
     import papermill
 
+    # Kernels started here have no front end: text progress, not widgets (this runs in a
+    # worker process of its own, so the setting stays here).
+    os.environ.setdefault("FORGEKIT_NO_WIDGETS", "1")
     workdir = out / "runs" / combo.name
     workdir.mkdir(parents=True, exist_ok=True)
     final = out / "notebooks" / f"{combo.name}.ipynb"

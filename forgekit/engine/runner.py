@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -602,7 +603,12 @@ def _as_sync_iterator(tasks: Iterable[Task] | AsyncIterator[Task]) -> Iterator[T
 
 
 def _progress_bar(config: RunConfig, total: int | None) -> Any:
-    from tqdm.auto import tqdm
+    # tqdm.auto draws a widget in a kernel; with no front end (papermill, nbclient) that
+    # widget is dead weight in the saved notebook, so FORGEKIT_NO_WIDGETS=1 asks for text.
+    if os.environ.get("FORGEKIT_NO_WIDGETS"):
+        from tqdm import tqdm
+    else:
+        from tqdm.auto import tqdm
 
     return tqdm(
         total=total,

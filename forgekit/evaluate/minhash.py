@@ -92,27 +92,155 @@ def shingles(text: str, ngram: int = 3, script: str = "auto") -> list[str]:
 _SHA1_DIGEST = type(hashlib.sha1()).digest
 
 
-def _shingle_bytes(text: str, ngram: int, script: str) -> list[bytes]:
-    """`shingles()` as UTF-8 bytes, built from the token bytes without a str per shingle."""
-    if script == "auto":
-        script = "chars" if is_cjk(text) else "words"
-    toks = _token_bytes(text, script).split()
-    sep = b"" if script == "chars" else b" "
-    if not toks:
-        return []
-    if len(toks) < ngram:
-        return [sep.join(toks)]
-    return list(map(sep.join, zip(*(toks[i:] for i in range(ngram)), strict=False)))
-
-
 def _sha1_hashes(items: list[bytes]) -> np.ndarray:
-    """SHA1-32 of each shingle, exactly datasketch.hashfunc.sha1_hash32 (the first 4 digest
-    bytes, little-endian). `map` keeps the per-item work in C: no bytecode per shingle."""
+    """SHA1-32 of each item with hashlib, exactly datasketch.hashfunc.sha1_hash32 (the first 4
+    digest bytes, little-endian). Only for shingles too long for one SHA-1 block."""
     if not items:
         return np.zeros(0, dtype=np.uint32)
     packed = b"".join(map(_SHA1_DIGEST, map(hashlib.sha1, items)))
     digests = np.frombuffer(packed, dtype=np.uint8).reshape(-1, 20)
     return np.ascontiguousarray(digests[:, :4]).view("<u4").ravel().astype(np.uint32)
+
+
+# --- the "sha1" hash: SHA-1 itself, vectorized over the shingles of a chunk -----------------
+#
+# datasketch hashes each shingle with SHA-1, one hashlib call per shingle (~0.9 us). Almost
+# every shingle fits in a single 64-byte SHA-1 block (at most 55 bytes of message), so the
+# compression function is run here on all shingles of a chunk at once: 80 rounds of uint32
+# numpy operations over vectors of a few thousand shingles, with the message words gathered
+# straight from the chunk's bytes (no bytes object per shingle). Longer shingles go through
+# hashlib. Tests check the result against hashlib bit for bit.
+
+_SHA1_H = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0)
+_SHA1_K = tuple(np.uint32(k) for k in (0x5A827999, 0x6ED9EBA1, 0x8F1BBCDC, 0xCA62C1D6))
+_SHA1_ONE_BLOCK = 55  # bytes of message that fit in one block with the padding and length
+# Shingles per vector: the ~24 live uint32 vectors stay in the L2 cache; larger vectors fall
+# out of it and smaller ones pay numpy's per-call overhead on ~1400 calls.
+_SHA1_BATCH = 16384
+
+
+def _rotl_inplace(x: np.ndarray, bits: int, scratch: np.ndarray) -> None:
+    np.left_shift(x, bits, out=scratch)
+    np.right_shift(x, 32 - bits, out=x)
+    x |= scratch
+
+
+def _sha1_first_word(w: np.ndarray) -> np.ndarray:
+    """The first word H0 of SHA-1 of one-block messages; w is the (16, n) block, consumed."""
+    n = w.shape[1]
+    a, b, c, d, e = (np.full(n, h, dtype=np.uint32) for h in _SHA1_H)
+    f, t1, t2 = (np.empty(n, dtype=np.uint32) for _ in range(3))
+    for t in range(80):
+        wt = w[t & 15]
+        if t >= 16:  # message schedule, in place over a ring of 16 words
+            wt ^= w[(t - 3) & 15]
+            wt ^= w[(t - 8) & 15]
+            wt ^= w[(t - 14) & 15]
+            _rotl_inplace(wt, 1, t2)
+        if t < 20:  # choose: d ^ (b & (c ^ d))
+            np.bitwise_xor(c, d, out=f)
+            f &= b
+            f ^= d
+        elif 40 <= t < 60:  # majority: (b & c) | (d & (b | c))
+            np.bitwise_or(b, c, out=f)
+            f &= d
+            np.bitwise_and(b, c, out=t2)
+            f |= t2
+        else:  # parity
+            np.bitwise_xor(b, c, out=f)
+            f ^= d
+        # new a = rotl5(a) + f + e + K + w, built in e's buffer (e is not needed after)
+        e += f
+        e += wt
+        e += _SHA1_K[t // 20]
+        np.left_shift(a, 5, out=t1)
+        np.right_shift(a, 27, out=t2)
+        e += t1
+        e += t2  # rotl5(a) = (a << 5) | (a >> 27), and the two halves share no bits
+        _rotl_inplace(b, 30, t2)
+        a, b, c, d, e = e, a, b, c, d
+    a += np.uint32(_SHA1_H[0])
+    return a
+
+
+def _sha1_32_spans(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """sha1_hash32 of data[start:start+length] for each span (data: uint8, followed by at
+    least 64 zero bytes so that a 64-byte window at any start stays inside it)."""
+    out = np.empty(len(starts), dtype=np.uint32)
+    # every 64-byte window of the data, as a view: a block is one row of it, then masked
+    windows = np.lib.stride_tricks.as_strided(data, shape=(len(data) - 63, 64), strides=(1, 1))
+    column = np.arange(64, dtype=np.uint8)
+    long = lengths > _SHA1_ONE_BLOCK
+    one_block = np.flatnonzero(~long)
+    for lo in range(0, len(one_block), _SHA1_BATCH):
+        rows = one_block[lo : lo + _SHA1_BATCH]
+        length = lengths[rows]
+        message = windows[starts[rows]]
+        message *= column < length[:, None].astype(np.uint8)  # drop the bytes after it
+        message[np.arange(len(rows)), length] = 0x80  # the padding bit
+        block = np.ascontiguousarray(message.view(">u4").T, dtype=np.uint32)
+        block[15] = length * 8  # message length in bits
+        out[rows] = _sha1_first_word(block)
+    # datasketch reads the first 4 digest bytes little-endian: H0 byte-swapped
+    out.byteswap(inplace=True)
+    for row in np.flatnonzero(long).tolist():
+        s = int(starts[row])
+        out[row] = _sha1_hashes([data[s : s + int(lengths[row])].tobytes()])[0]
+    return out
+
+
+def _sha1_shingle_hashes(
+    texts: Sequence[str], ngram: int, script: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """sha1_hash32 of every shingle of a chunk of documents, computed from the chunk's bytes:
+    (flat uint32 hashes in document order, shingles per document)."""
+    n = len(texts)
+    bodies, char_docs = [], np.zeros(n, dtype=bool)
+    for i, text in enumerate(texts):
+        mode = ("chars" if is_cjk(text) else "words") if script == "auto" else script
+        if mode == "chars":
+            # characters back to back: a shingle is `ngram` consecutive code points
+            bodies.append("".join(tokens(text, "chars")).encode("utf-8"))
+            char_docs[i] = True
+        else:
+            bodies.append(_token_bytes(text, "words"))  # words separated by runs of spaces
+    sizes = np.array([len(x) + 1 for x in bodies], dtype=np.int64)
+    doc_start = np.cumsum(sizes) - sizes
+    raw = np.frombuffer(b" ".join(bodies) + b" ", dtype=np.uint8)
+    # One space between words, none elsewhere: then a word shingle is the contiguous bytes
+    # from its first word to its last, exactly `" ".join(words)`.
+    keep = raw != 32
+    keep[1:] |= keep[:-1].copy()
+    kept = np.add.reduceat(keep, doc_start, dtype=np.int64)  # (a cumsum over bytes is slow)
+    doc_start = np.cumsum(kept) - kept
+    data = raw[keep]
+    token_byte = data != 32
+    boundary = np.ones(len(data) + 1, dtype=bool)  # a non-token byte before/after each byte
+    boundary[1:-1] = ~token_byte[:-1]
+    token_start = token_byte & boundary[:-1]
+    token_last = token_byte.copy()
+    token_last[:-1] &= ~token_byte[1:]
+    if char_docs.any():
+        # in character documents every code point is a token: it starts at each byte that
+        # is not a UTF-8 continuation byte
+        in_chars = np.repeat(char_docs, sizes)[keep]
+        char_start = in_chars & ((data & 0xC0) != 0x80)
+        token_start |= token_byte & char_start
+        token_last[:-1] |= token_byte[:-1] & char_start[1:]
+    tok_begin = np.flatnonzero(token_start)
+    tok_end = np.flatnonzero(token_last) + 1
+    tok_counts = np.diff(np.searchsorted(tok_begin, np.append(doc_start, len(data))))
+    # shingles: every run of `ngram` tokens; a document shorter than that is one shingle
+    counts = np.where(tok_counts >= ngram, tok_counts - ngram + 1, np.minimum(tok_counts, 1))
+    span = np.minimum(tok_counts, ngram)
+    tok_first = np.cumsum(tok_counts) - tok_counts
+    shingle_first = np.cumsum(counts) - counts
+    total = int(counts.sum())
+    first = np.repeat(tok_first - shingle_first, counts) + np.arange(total, dtype=np.int64)
+    last = first + np.repeat(span, counts) - 1
+    starts = tok_begin[first]
+    padded = np.concatenate([data, np.zeros(64, dtype=np.uint8)])
+    return _sha1_32_spans(padded, starts, tok_end[last] - starts), counts
 
 
 # --- the "fast" hash: vectorized over the bytes of a whole chunk ----------------------------
@@ -266,13 +394,7 @@ def _sign_chunk(
     num_perm = len(a)
     out = np.full((len(texts), num_perm), _MAX32, dtype=np.uint32)
     if hash == "sha1":
-        flat: list[bytes] = []
-        counts = np.zeros(len(texts), dtype=np.int64)
-        for i, text in enumerate(texts):
-            items = _shingle_bytes(text, ngram, script)
-            counts[i] = len(items)
-            flat.extend(items)
-        hashed = _sha1_hashes(flat)
+        hashed, counts = _sha1_shingle_hashes(texts, ngram, script)
     else:
         hashed, counts = _fast_hashes(texts, ngram, script)
     rows = np.flatnonzero(counts)

@@ -9,10 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from datasketch import MinHash, MinHashLSH
+from datasketch.hashfunc import sha1_hash32
 
 from forgekit.errors import ConfigError
 from forgekit.evaluate import minhash_dedup
 from forgekit.evaluate.minhash import (
+    _sha1_32_spans,
+    _sha1_shingle_hashes,
     fast_shingle_hash,
     lsh_dedup,
     lsh_params,
@@ -72,6 +75,39 @@ def test_sha1_signatures_equal_datasketch_per_token_updates(ngram):
         for shingle in shingles(text, ngram):
             reference.update(shingle.encode("utf-8"))
         assert np.array_equal(reference.hashvalues, sig), text
+
+
+def test_vectorized_sha1_equals_datasketch_sha1_hash32_at_every_length():
+    # 0..55 bytes fit one SHA-1 block (vectorized); longer messages go through hashlib
+    rng = np.random.default_rng(0)
+    messages = [rng.bytes(length) for length in range(0, 130) for _ in range(3)]
+    messages += [b"", b"\x00" * 55, b"\xff" * 56, "涂了甲硝唑".encode()]
+    data = b"".join(messages)
+    starts = np.cumsum([0] + [len(m) for m in messages[:-1]])
+    lengths = np.array([len(m) for m in messages])
+    padded = np.frombuffer(data + bytes(64), dtype=np.uint8)
+    got = _sha1_32_spans(padded, starts, lengths)
+    assert got.tolist() == [sha1_hash32(m) for m in messages]
+
+
+MIXED_WORDS = [
+    "hello", "World", "café", "naïve", "涂了甲硝唑后皮肤", "長い", "x" * 70, "a-b", "  ", "\n",
+    "!!", "Ünïcödé", "日本語テキスト", "한국어", "_", "1234", "\t", "😀", "ﬁ", "e\u0301",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("script", ["auto", "words", "chars"])
+@pytest.mark.parametrize("ngram", [1, 3, 5])
+def test_chunk_sha1_hashes_equal_datasketch_on_every_shingle(ngram, script):
+    rng = random.Random(ngram)
+    texts = ["", " ", "hi", "hi there", "!!!", "y" * 300]
+    for _ in range(400):
+        sep = "" if rng.random() < 0.5 else " "
+        texts.append(sep.join(rng.choice(MIXED_WORDS) for _ in range(rng.randint(0, 25))))
+    hashed, counts = _sha1_shingle_hashes(texts, ngram, script)
+    expected = [shingles(t, ngram, script) for t in texts]
+    assert counts.tolist() == [len(e) for e in expected]
+    assert hashed.tolist() == [sha1_hash32(s.encode("utf-8")) for e in expected for s in e]
 
 
 @pytest.mark.parametrize("ngram", [1, 3])

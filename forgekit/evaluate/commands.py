@@ -57,7 +57,11 @@ def register(subparsers: Any) -> None:
     dedup.add_argument("--ngram", type=int, default=3, help="minhash shingle size")
     dedup.add_argument("--script", choices=["auto", "words", "chars"], default="auto")
     dedup.add_argument(
-        "--hash", choices=["fast", "sha1"], default="fast", help="minhash shingle hash"
+        "--hash",
+        choices=["sha1", "fast"],
+        default="sha1",
+        help="minhash shingle hash: sha1 gives datasketch's exact signatures, fast is ~2x "
+        "faster (default: sha1)",
     )
     dedup.add_argument(
         "--storage-config",

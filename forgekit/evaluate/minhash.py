@@ -167,20 +167,23 @@ def _sha1_first_word(w: np.ndarray) -> np.ndarray:
 
 def _sha1_32_spans(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """sha1_hash32 of data[start:start+length] for each span (data: uint8, followed by at
-    least 64 zero bytes so that a 64-byte window at any start stays inside it)."""
+    least 56 zero bytes so that a one-block window at any start stays inside it)."""
     out = np.empty(len(starts), dtype=np.uint32)
-    # every 64-byte window of the data, as a view: a block is one row of it, then masked
-    windows = np.lib.stride_tricks.as_strided(data, shape=(len(data) - 63, 64), strides=(1, 1))
-    column = np.arange(64, dtype=np.uint8)
     long = lengths > _SHA1_ONE_BLOCK
     one_block = np.flatnonzero(~long)
     for lo in range(0, len(one_block), _SHA1_BATCH):
         rows = one_block[lo : lo + _SHA1_BATCH]
         length = lengths[rows]
-        message = windows[starts[rows]]
-        message *= column < length[:, None].astype(np.uint8)  # drop the bytes after it
+        # only the words that hold message bytes or the padding byte: the rest stay zero
+        n_words = (int(length.max()) >> 2) + 1
+        windows = np.lib.stride_tricks.as_strided(
+            data, shape=(len(data) - 4 * n_words + 1, 4 * n_words), strides=(1, 1)
+        )
+        message = windows[starts[rows]]  # one row per shingle: its bytes and what follows
+        message *= np.arange(4 * n_words, dtype=np.uint8) < length[:, None].astype(np.uint8)
         message[np.arange(len(rows)), length] = 0x80  # the padding bit
-        block = np.ascontiguousarray(message.view(">u4").T, dtype=np.uint32)
+        block = np.zeros((16, len(rows)), dtype=np.uint32)
+        block[:n_words] = message.view(">u4").T  # big-endian words, one row per word
         block[15] = length * 8  # message length in bits
         out[rows] = _sha1_first_word(block)
     # datasketch reads the first 4 digest bytes little-endian: H0 byte-swapped

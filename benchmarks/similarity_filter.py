@@ -1,6 +1,6 @@
 """How long the Self-Instruct ROUGE-L filter takes at 10k and 50k instructions.
 
-Compares forgekit's pruned incremental pool (forgekit.methods.similarity.RougePool: prefix
+Compares forgekit's pruned incremental pool (forgekit.evaluate.rouge.RougePool: prefix
 filtering over rarity-ordered tokens, length and token-overlap bounds, bit-parallel LCS) with
 the naive all-pairs filter that the original Self-Instruct/Alpaca code runs (every candidate
 against every kept instruction, LCS by the pure-Python dynamic-programming table, as
@@ -34,8 +34,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from forgekit.evaluate.dedup import lcs_length  # noqa: E402
-from forgekit.methods.similarity import RougePool, lcs_table, naive_filter  # noqa: E402
+from forgekit.evaluate.rouge import RougePool, lcs_length, lcs_table, naive_filter  # noqa: E402
 
 VERBS = [
     "Write",

@@ -11,8 +11,8 @@ import pytest
 
 from forgekit.errors import ConfigError
 from forgekit.evaluate import exact_dedup, rouge_filter, rouge_l, semantic_dedup
-from forgekit.evaluate.dedup import lcs_length, rouge_tokens
 from forgekit.evaluate.embed import OpenAIEmbedder, embed_texts
+from forgekit.evaluate.rouge import lcs_length, lcs_table, rouge_tokens
 
 
 def _lcs_table(a, b):
@@ -77,6 +77,41 @@ def test_rouge_filter_keeps_first_and_checks_the_pool():
     assert result.removed["rouge_l_f1"].tolist() == pytest.approx([7 / 8, 1.0])
     assert result.details["removed_by_against"] == 1
     assert result.clusters()["size"].tolist() == [2]
+
+
+def test_rouge_filter_equals_the_all_pairs_filter_with_best_matches():
+    # The filter runs on the pruned RougePool; an all-pairs loop with the O(m*n) LCS table
+    # must give the same kept rows, the same best match and score for every removed row.
+    rng = random.Random(4)
+    vocab = ["write", "a", "poem", "about", "the", "sea", "list", "three", "prime", "numbers",
+             "explain", "how", "vaccines", "work", "海", "诗", "写", "一首", "关于"]  # fmt: skip
+    texts = [" ".join(rng.choices(vocab, k=rng.randint(0, 9))) for _ in range(150)]
+    against = [" ".join(rng.choices(vocab, k=6)) for _ in range(5)]
+    result = rouge_filter(
+        [{"input": t} for t in texts], threshold=0.6, against=against, id_field=None
+    )
+
+    def f1(a, b):
+        common = lcs_table(a, b)
+        return 2 * common / (len(a) + len(b)) if common else 0.0
+
+    pool = [(rouge_tokens(t), f"against[{i}]") for i, t in enumerate(against)]
+    expected = {}
+    for row, text in enumerate(texts):
+        toks = rouge_tokens(text)
+        scores = [(f1(other, toks), ref) for other, ref in pool]
+        best = max(scores, key=lambda pair: pair[0], default=(0.0, None))  # first max
+        if best[0] > 0.6:
+            expected[row] = best
+        else:
+            pool.append((toks, row))
+    removed = result.removed
+    assert removed["row"].tolist() == sorted(expected)
+    assert removed["duplicate_of"].tolist() == [expected[r][1] for r in sorted(expected)]
+    assert removed["rouge_l_f1"].tolist() == pytest.approx(
+        [expected[r][0] for r in sorted(expected)]
+    )
+    assert 10 < len(expected) < 140  # the threshold bites, but not on everything
 
 
 def _paraphrase_records():

@@ -9,7 +9,7 @@ import pytest
 
 from forgekit.cli import main as cli_main
 from forgekit.errors import ConfigError
-from forgekit.evaluate.dedup import lcs_length
+from forgekit.evaluate.rouge import RougePool, lcs_length, lcs_table, naive_filter
 from forgekit.methods import self_instruct
 from forgekit.methods._text import parse_numbered_list
 from forgekit.methods.self_instruct import (
@@ -18,7 +18,6 @@ from forgekit.methods.self_instruct import (
     load_seed_tasks,
     looks_like_classification,
 )
-from forgekit.methods.similarity import RougePool, lcs_table, naive_filter
 from tests.conftest import read_jsonl
 
 

@@ -9,7 +9,7 @@ return a `DedupResult` whose `.kept` is the DataFrame of kept records.
 from __future__ import annotations
 
 from forgekit.evaluate.common import DedupResult
-from forgekit.evaluate.dedup import exact_dedup, rouge_filter, rouge_l
+from forgekit.evaluate.dedup import exact_dedup
 from forgekit.evaluate.diversity import (
     EntityDiversity,
     diversity_indices,
@@ -21,12 +21,14 @@ from forgekit.evaluate.diversity import (
 )
 from forgekit.evaluate.embed import embed_texts, get_embedder
 from forgekit.evaluate.minhash import minhash_dedup, minhash_signatures
+from forgekit.evaluate.rouge import RougePool, rouge_filter, rouge_l
 from forgekit.evaluate.semantic import semantic_dedup
 
 __all__ = [
     "DedupResult",
     "DiversityReport",
     "EntityDiversity",
+    "RougePool",
     "diversity_indices",
     "embed_texts",
     "entity_diversity",

@@ -160,8 +160,9 @@ def _fields(pairs: list[str] | None) -> dict[str, str] | None:
 
 def _dedup(args: argparse.Namespace, ctx) -> Any:
     from forgekit.data.io import write_records
-    from forgekit.evaluate.dedup import exact_dedup, rouge_filter
+    from forgekit.evaluate.dedup import exact_dedup
     from forgekit.evaluate.minhash import minhash_dedup
+    from forgekit.evaluate.rouge import rouge_filter
     from forgekit.evaluate.semantic import semantic_dedup
 
     data = ctx.resolve_input(args.input)

@@ -4,7 +4,7 @@ Stage 1 shows the model 3 tasks sampled from the seed set and asks for a numbere
 ones; each parsed task must pass the filters (length, blacklisted words such as "image" or
 "file", "Write a program", a leading punctuation mark, a non-ASCII start in English) and be
 no more similar than ROUGE-L 0.7 to any task already in the pool (seeds included; CJK text
-is tokenized per character, see forgekit.methods.similarity). Stage 2 decides whether each
+is tokenized per character, see forgekit.evaluate.rouge). Stage 2 decides whether each
 new task is a classification task and writes one instance for it: output-first for
 classification (pick a label, then an input of that class — otherwise models write inputs
 that mostly belong to one class), input-first for everything else.
@@ -33,6 +33,7 @@ from forgekit.data.io import read_records
 from forgekit.data.records import fingerprint, make_lineage, make_record, record_id
 from forgekit.engine import RunContext, RunResult, RunStats, Task
 from forgekit.errors import ConfigError
+from forgekit.evaluate.rouge import RougePool
 from forgekit.evaluate.text import _CJK_RE
 from forgekit.methods._common import (
     add_stats,
@@ -50,7 +51,6 @@ from forgekit.methods._text import (
     with_seed,
 )
 from forgekit.methods.magpie import detect_language
-from forgekit.methods.similarity import RougePool
 from forgekit.models import SamplingParams
 
 LANGUAGES = ("en", "zh")

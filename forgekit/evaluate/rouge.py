@@ -1,4 +1,9 @@
-"""An incremental ROUGE-L near-duplicate filter that is not all-pairs.
+"""ROUGE-L near-duplicate filtering, CJK-aware, and not all-pairs.
+
+The stock `rouge_score` tokenizer keeps only [a-z0-9] and silently scores Chinese text 0, so
+here Chinese characters are tokens of their own (or jieba words with `tokenizer="jieba"`) and
+English text is split into lowercase words. `RougePool` is the incremental filter that both
+Self-Instruct (forgekit.methods.self_instruct) and `rouge_filter` use.
 
 Self-Instruct keeps a new instruction only if its ROUGE-L F1 with every instruction already
 in the pool is at most a threshold (0.7). Done naively that is one LCS per pool entry per
@@ -19,13 +24,10 @@ the few pool entries that *could* pass, and the answer is exactly the same:
   positional bound (the first shared element at position i of the query's order and j of
   the entry's: every shared element comes after it, so overlap <= min(n-i, m-j)); then the
   exact multiset overlap (a set intersection); the few survivors get an exact LCS
-  (bit-parallel, forgekit.evaluate.dedup).
+  (bit-parallel, `lcs_length`).
 
 The order must stay fixed while entries are indexed under it, so frequencies are a snapshot:
 the index is rebuilt from fresh frequencies whenever the pool has doubled (amortized linear).
-Tokens: forgekit.evaluate.dedup.rouge_tokens — lowercase words, each CJK character a token
-(or jieba words) — because the stock rouge_score tokenizer keeps only [a-z0-9] and scores
-two Chinese sentences 0.
 """
 
 from __future__ import annotations
@@ -33,17 +35,71 @@ from __future__ import annotations
 import math
 from array import array
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from forgekit.errors import ConfigError
-from forgekit.evaluate.dedup import rouge_l, rouge_tokens
+from forgekit.evaluate.common import (
+    EXTERNAL,
+    DataLike,
+    DedupResult,
+    build_result,
+    check_fraction,
+    load_frame,
+)
+from forgekit.evaluate.text import _CJK_RE, column_texts, words
 
 _BIG = 1 << 32  # rank key = frequency * _BIG + element id: one int, a fixed total order
 _POS_BITS = 20
 _POS_MASK = (1 << _POS_BITS) - 1
+
+
+def rouge_tokens(text: str, tokenizer: str | Callable[[str], list[str]] = "auto") -> list[str]:
+    """Tokens for ROUGE-L: lowercase words; each CJK character a token ("auto"), or jieba
+    words for CJK runs ("jieba"), or any callable."""
+    if callable(tokenizer):
+        return list(tokenizer(text))
+    if tokenizer == "auto":
+        return words(text)
+    if tokenizer == "jieba":
+        import jieba
+
+        jieba.setLogLevel(60)  # its "Building prefix dict" chatter goes to stderr otherwise
+        out = []
+        for piece in jieba.lcut(text.lower()):
+            if _CJK_RE.search(piece):
+                out.append(piece)  # a jieba word: one token (words() would split it up)
+            else:
+                out.extend(words(piece))  # latin words, numbers; punctuation/space dropped
+        return out
+    raise ConfigError(f"tokenizer={tokenizer!r}: use 'auto', 'jieba' or a callable")
+
+
+def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence, bit-parallel (Hyyrö 2004): one pass over `b`
+    with big-integer operations, instead of an O(len(a) * len(b)) table in Python."""
+    if not a or not b:
+        return 0
+    masks: dict[str, int] = {}
+    for i, tok in enumerate(a):
+        masks[tok] = masks.get(tok, 0) | (1 << i)
+    full = (1 << len(a)) - 1
+    v = full
+    for tok in b:
+        u = v & masks.get(tok, 0)
+        v = ((v + u) | (v - u)) & full
+    return len(a) - v.bit_count()
+
+
+def rouge_l(a: Sequence[str], b: Sequence[str]) -> float:
+    """ROUGE-L F1 (beta = 1, as rouge_score reports `fmeasure`) between two token lists."""
+    lcs = lcs_length(a, b)
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(b), lcs / len(a)
+    return 2 * precision * recall / (precision + recall)
 
 
 @dataclass(frozen=True)
@@ -212,6 +268,64 @@ class RougePool:
         if match is None:
             self.add(text)
         return match
+
+
+def rouge_filter(
+    data: DataLike,
+    text: str | Sequence[str] = "input",
+    *,
+    threshold: float = 0.7,
+    against: DataLike | Sequence[str] | None = None,
+    against_text: str | Sequence[str] | None = None,
+    tokenizer: str | Callable[[str], list[str]] = "auto",
+    id_field: str | None = "id",
+) -> DedupResult:
+    """Self-Instruct's filter: visit records in order and drop one whose ROUGE-L F1 with any
+    kept record (or with any text of `against`, e.g. the seed pool) is above `threshold`.
+
+    Runs on `RougePool`, so each record is compared only with the kept records that could
+    pass (the result is the all-pairs one). `duplicate_of` names the most similar kept
+    record (ties: the earliest), or `against[<i>]` for a pool text.
+    """
+    check_fraction("threshold", threshold)
+    df = load_frame(data)
+    texts = column_texts(df, text)
+    pool_texts: list[str] = []
+    if against is not None:
+        if isinstance(against, (list, tuple)) and all(isinstance(x, str) for x in against):
+            pool_texts = list(against)
+        else:
+            pool_texts = column_texts(load_frame(against, "against"), against_text or text)
+    pool = RougePool(threshold, tokenizer)
+    for pool_text in pool_texts:
+        pool.add(pool_text)
+    n_pool = len(pool_texts)
+    pool_row: list[int] = []  # row of each kept record, in pool order after the `against` texts
+    duplicate_of = np.full(len(texts), -1, dtype=np.int64)
+    best_score = np.zeros(len(texts), dtype=float)
+    external: dict[int, str] = {}
+    for row, record_text in enumerate(texts):
+        match = pool.offer(record_text)
+        if match is None:
+            pool_row.append(row)
+            continue
+        best_score[row] = match.score
+        if match.index < n_pool:
+            duplicate_of[row] = EXTERNAL
+            external[row] = f"against[{match.index}]"
+        else:
+            duplicate_of[row] = pool_row[match.index - n_pool]
+    return build_result(
+        "rouge",
+        df,
+        duplicate_of,
+        best_score,
+        "rouge_l_f1",
+        id_field=id_field,
+        params={"text": text, "threshold": threshold, "tokenizer": str(tokenizer)},
+        details={"against": n_pool, "removed_by_against": len(external)},
+        external=external,
+    )
 
 
 def naive_filter(

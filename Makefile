@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.forgekit-installed
 
-.PHONY: demo test lint format bench clean browser-deps
+.PHONY: demo test lint format bench clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,17 +21,19 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/forge magpie -n 5 --model local --out demo-output/magpie.jsonl
 
-# The browser test (tests/test_browser.py) drives Debian's chromium through Playwright's
-# Python driver (shipped in the wheel; no `playwright install`, no browser download).
-CHROMIUM := /usr/bin/chromium
-BROWSER_DEPS := $(if $(wildcard $(CHROMIUM)),,browser-deps)
+# Debian programs some tests drive: chromium for the browser test (tests/test_browser.py,
+# through Playwright's Python driver shipped in the wheel: no browser download) and
+# redis-server for the MinHash LSH index in Redis (tests/test_evaluate_minhash.py).
+SYSTEM_PROGRAMS := /usr/bin/chromium:chromium /usr/bin/redis-server:redis-server
+MISSING_PACKAGES := $(foreach p,$(SYSTEM_PROGRAMS),$(if $(wildcard $(firstword $(subst :, ,$(p)))),,$(lastword $(subst :, ,$(p)))))
+SYSTEM_DEPS := $(if $(strip $(MISSING_PACKAGES)),system-deps,)
 
-browser-deps:
-	@if [ -x $(CHROMIUM) ]; then echo "chromium: $(CHROMIUM)"; \
-	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
-	else echo "tests/test_browser.py needs $(CHROMIUM): run 'sudo apt-get install -y chromium'" >&2; exit 1; fi
+system-deps:
+	@if [ -z "$(strip $(MISSING_PACKAGES))" ]; then echo "system programs present"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(MISSING_PACKAGES); \
+	else echo "tests need: sudo apt-get install -y $(MISSING_PACKAGES)" >&2; exit 1; fi
 
-test: $(STAMP) $(BROWSER_DEPS)
+test: $(STAMP) $(SYSTEM_DEPS)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -5,7 +5,7 @@ the RunMonitor and the DatasetViewer must render with the 3 records, a row click
 fill the detail pane, and the Cancel button must stop a longer run while it is running.
 A screenshot goes to test-artifacts/.
 
-Set-up on a fresh machine: `make browser-deps` (apt-get install chromium); `make test`
+Set-up on a fresh machine: `make system-deps` (apt-get install chromium); `make test`
 runs it when /usr/bin/chromium is missing.
 """
 
@@ -63,7 +63,7 @@ def jupyter_lab(tmp_path, stub_model):
     """A JupyterLab server on 127.0.0.1 with a temp root, config and workspace; its kernels
     inherit this test's environment (cache dir, the stub's model profile)."""
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser-deps` (apt-get install chromium)")
+        pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (apt-get install chromium)")
     root = tmp_path / "root"
     root.mkdir()
     config = tmp_path / "jupyter-config"

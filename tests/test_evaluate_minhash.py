@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import socket
+import subprocess
+import time
 
 import numpy as np
 import pandas as pd
@@ -213,3 +217,93 @@ def test_errors_name_the_problem():
         minhash_dedup([{"input": "x"}], hash="md5")
     with pytest.raises(ConfigError, match="storage_config"):
         minhash_dedup([{"input": "x"}], storage_config={"type": "nosuchstore"})
+
+
+# --- the LSH index in a real Redis --------------------------------------------------------
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+@pytest.fixture(scope="module")
+def redis_port(tmp_path_factory):
+    """A throwaway redis-server (Debian's; `make system-deps` installs it) on a free port."""
+    if not os.path.exists(REDIS_SERVER):
+        pytest.fail(f"{REDIS_SERVER} is missing: run `make system-deps` (apt-get install it)")
+    import redis
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [
+            REDIS_SERVER,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.mark.redis
+def test_lsh_index_in_redis_gives_the_in_memory_result(redis_port):
+    import redis
+
+    client = redis.Redis(port=redis_port)
+    docs, planted = _english_corpus(n_base=45, seed=5)
+    in_memory = minhash_dedup([{"input": d} for d in docs], threshold=0.7)
+    config = {"type": "redis", "redis": {"host": "127.0.0.1", "port": redis_port}}
+    # a named index stays in Redis, holding every kept document
+    named = minhash_dedup(
+        [{"input": d} for d in docs], threshold=0.7, storage_config={**config, "basename": "kept"}
+    )
+    assert named.removed["row"].tolist() == in_memory.removed["row"].tolist() == sorted(planted)
+    assert named.removed["duplicate_of_row"].tolist() == [planted[r] for r in sorted(planted)]
+    assert named.removed["estimated_jaccard"].tolist() == pytest.approx(
+        in_memory.removed["estimated_jaccard"].tolist()
+    )
+    assert client.hlen(b"kept_keys") == len(docs) - len(planted)
+    # reusing it would mix two runs' row numbers: refused, and the index is left as it was
+    kept = len(docs) - len(planted)
+    with pytest.raises(ConfigError, match=f"'kept' already holds {kept} documents"):
+        minhash_dedup(docs, threshold=0.7, storage_config={**config, "basename": "kept"})
+    assert client.hlen(b"kept_keys") == len(docs) - len(planted)
+    # an unnamed index is a scratch one: deleted after the run
+    before = set(client.scan_iter())
+    scratch = minhash_dedup([{"input": d} for d in docs], threshold=0.7, storage_config=config)
+    assert scratch.removed["row"].tolist() == sorted(planted)
+    assert set(client.scan_iter()) == before
+
+
+@pytest.mark.redis
+def test_unreachable_redis_is_a_clear_error(redis_port):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]  # nothing listens once the socket is closed
+    with pytest.raises(ConfigError, match=r"storage_config \(type 'redis'\): cannot open"):
+        minhash_dedup(
+            ["a b c d", "a b c d"],
+            storage_config={"type": "redis", "redis": {"port": closed_port}},
+        )

@@ -67,7 +67,8 @@ def register(subparsers: Any) -> None:
         "--storage-config",
         default=None,
         help='minhash LSH storage as JSON, e.g. \'{"type": "redis", "redis": {"host": '
-        '"localhost", "port": 6379}}\'',
+        '"localhost", "port": 6379}}\' (needs forgekit[redis]); add "basename" to keep the '
+        "index after the run, which then must start empty",
     )
     dedup.add_argument("--jobs", type=int, default=None, help="minhash hashing processes")
     dedup.add_argument(

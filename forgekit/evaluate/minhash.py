@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import os
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -562,34 +564,73 @@ def _lsh_dedup_datasketch(
     duplicate_of: np.ndarray,
     similarity: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The same loop over a real datasketch.MinHashLSH (Redis, Cassandra or dict storage)."""
+    """The same loop over a real datasketch.MinHashLSH (Redis, Cassandra or dict storage).
+
+    The index must start empty: its keys are this run's row numbers, and a document already
+    indexed by another run has no signature here to check the Jaccard against. Without a
+    `basename`, the index gets a fresh one and is deleted afterwards (nobody could find it
+    again); with one, it is kept for the caller.
+    """
     from datasketch import MinHash, MinHashLSH
 
     n, num_perm = sigs.shape
     storage_config = dict(storage_config)
-    if isinstance(storage_config.get("basename"), str):
+    named = storage_config.get("basename") is not None
+    if not named:
+        storage_config["basename"] = f"forgekit-dedup-{uuid.uuid4().hex[:12]}"
+    if isinstance(storage_config["basename"], str):
         # datasketch wants bytes; JSON (the CLI's --storage-config) can only give a string
         storage_config["basename"] = storage_config["basename"].encode("utf-8")
+    where = f"storage_config (type {storage_config.get('type')!r})"
+    if storage_config.get("type") == "redis" and importlib.util.find_spec("redis") is None:
+        raise ConfigError(f"{where}: needs the redis package: pip install 'forgekit[redis]'")
     try:
         lsh = MinHashLSH(
             threshold=threshold, num_perm=num_perm, params=params, storage_config=storage_config
         )
+        indexed = lsh.keys.size()  # the first round trip: a wrong host or port fails here
     except Exception as exc:  # redis/cassandra connection and config errors vary by backend
+        raise ConfigError(f"{where}: cannot open the index ({exc})") from exc
+    if indexed:
+        name = storage_config["basename"].decode("utf-8", "replace")
         raise ConfigError(
-            f"storage_config={storage_config!r}: cannot open the index ({exc})"
-        ) from exc
+            f"{where}: the index {name!r} already holds {indexed} documents from another run; "
+            "dedup needs an empty index: pass a new basename or delete the old one"
+        )
     perms = MinHash(num_perm=num_perm, scheme="affine32").permutations
-    for i in range(n):
-        mh = MinHash(hashvalues=sigs[i], permutations=perms, scheme="affine32")
-        candidates = [k for k in lsh.query(mh) if isinstance(k, (int, np.integer)) and k < i]
-        if candidates:
-            best, sim = _best_match(sigs, i, candidates)
-            if sim >= threshold:
-                duplicate_of[i] = best
-                similarity[i] = sim
-                continue
-        lsh.insert(i, mh, check_duplication=False)
+    try:
+        for i in range(n):
+            mh = MinHash(hashvalues=sigs[i], permutations=perms, scheme="affine32")
+            candidates = [k for k in lsh.query(mh) if isinstance(k, (int, np.integer)) and k < i]
+            if candidates:
+                best, sim = _best_match(sigs, i, candidates)
+                if sim >= threshold:
+                    duplicate_of[i] = best
+                    similarity[i] = sim
+                    continue
+            lsh.insert(i, mh, check_duplication=False)
+    finally:
+        if not named:
+            _drop_index(storage_config)
     return duplicate_of, similarity
+
+
+def _drop_index(storage_config: dict[str, Any]) -> None:
+    """Delete an index this module named (every key under its basename) from Redis."""
+    if storage_config.get("type") != "redis":
+        return  # dict storage goes with the process; other backends are left as they are
+    import redis
+
+    client = redis.Redis(**storage_config.get("redis", {}))
+    pattern = storage_config["basename"] + b"*"
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=pattern, count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            client.delete(*batch)
+            batch = []
+    if batch:
+        client.delete(*batch)
 
 
 def minhash_dedup(
@@ -628,7 +669,9 @@ def minhash_dedup(
             explicit (bands, rows).
         storage_config: passed to datasketch.MinHashLSH, e.g.
             {"type": "redis", "redis": {"host": "localhost", "port": 6379}} to keep the index
-            in Redis. None: an in-memory index.
+            in Redis (`pip install 'forgekit[redis]'`). The index must start empty. Without a
+            "basename" it gets a fresh one and is deleted after the run; with one it stays.
+            None: an in-memory index.
         n_jobs: processes for hashing (None: automatic, -1: all cores).
         id_field: field naming records in the result (falls back to the row position).
         source_field: field naming each record's source, for per-source before/after counts.

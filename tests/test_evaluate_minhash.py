@@ -158,10 +158,26 @@ def test_planted_chinese_near_duplicates_are_found():
     assert (result.removed["estimated_jaccard"] >= 0.7).all()
 
 
+def _datasketch_keep_first(sigs: np.ndarray, threshold: float) -> np.ndarray:
+    """The reference: every document through a plain MinHashLSH, in order (no prefilter)."""
+    lsh = MinHashLSH(threshold=threshold, num_perm=sigs.shape[1])
+    duplicate_of = np.full(len(sigs), -1)
+    for i, sig in enumerate(sigs):
+        mh = MinHash(num_perm=sigs.shape[1], hashvalues=sig, scheme="affine32")
+        scored = [((sigs[c] == sig).mean(), -c) for c in lsh.query(mh)]
+        if scored and max(scored)[0] >= threshold:
+            duplicate_of[i] = -max(scored)[1]
+            continue
+        lsh.insert(i, mh)
+    return duplicate_of
+
+
 def test_in_memory_index_agrees_with_datasketch_minhashlsh():
     docs, _ = _english_corpus(n_base=45, seed=11)
     sigs = minhash_signatures(docs, num_perm=128)
     fast = lsh_dedup(sigs, 0.6)
+    assert np.array_equal(fast[0], _datasketch_keep_first(sigs, 0.6))
+    assert (fast[0] >= 0).sum() >= 15
     reference = lsh_dedup(sigs, 0.6, storage_config={"type": "dict"})
     assert np.array_equal(fast[0], reference[0])
     assert np.allclose(fast[1], reference[1])

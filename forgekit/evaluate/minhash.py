@@ -495,6 +495,28 @@ def _best_match(sigs: np.ndarray, i: int, candidates: list[int]) -> tuple[int, f
     return int(cand[best]), float(sims[best])
 
 
+def _band_keys(sigs: np.ndarray, bands: int, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bands x n) 64-bit keys of each document's bands, and which documents share at least
+    one band key with another document (only those can be or have LSH candidates).
+
+    MinHashLSH keys a band by its bytes; a 64-bit hash of the band's r values only adds a
+    2^-64 chance of a spurious candidate, which the Jaccard check would still have to accept.
+    """
+    n = len(sigs)
+    keys = np.empty((bands, n), dtype=np.uint64)
+    collides = np.zeros(n, dtype=bool)
+    mul = np.uint64(_NGRAM_MUL)
+    with np.errstate(over="ignore"):
+        for j in range(bands):
+            h = np.full(n, _NGRAM_SEED, dtype=np.uint64)
+            for col in sigs[:, j * r : (j + 1) * r].T:
+                h = _fmix64(h * mul + col.astype(np.uint64))
+            keys[j] = h
+            _, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
+            collides |= counts[inverse] > 1
+    return keys, collides
+
+
 def lsh_dedup(
     sigs: np.ndarray,
     threshold: float = 0.7,
@@ -516,27 +538,14 @@ def lsh_dedup(
         bands, r = params
         if bands * r > num_perm or bands < 2:
             raise ConfigError(f"params={params}: need bands >= 2 and bands*rows <= {num_perm}")
-    if storage_config is not None:
-        return _lsh_dedup_datasketch(
-            sigs, threshold, (bands, r), storage_config, duplicate_of, similarity
-        )
-    # Band keys: a 64-bit hash of each band's r values (MinHashLSH uses the band bytes; a
-    # 64-bit key only adds a 2^-64 chance of a spurious candidate, which the Jaccard check
-    # below would still have to accept).
-    keys = np.empty((bands, n), dtype=np.uint64)
-    collides = np.zeros(n, dtype=bool)
-    mul = np.uint64(_NGRAM_MUL)
-    with np.errstate(over="ignore"):
-        for j in range(bands):
-            h = np.full(n, _NGRAM_SEED, dtype=np.uint64)
-            for col in sigs[:, j * r : (j + 1) * r].T:
-                h = _fmix64(h * mul + col.astype(np.uint64))
-            keys[j] = h
-            _, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
-            collides |= counts[inverse] > 1
+    keys, collides = _band_keys(sigs, bands, r)
     # A document whose band keys are unique in every band never has a candidate and is never
     # one: it is kept without entering the loop. This is exact, and skips most documents.
     rows = np.flatnonzero(collides)
+    if storage_config is not None:
+        return _lsh_dedup_datasketch(
+            sigs, threshold, (bands, r), storage_config, rows, duplicate_of, similarity
+        )
     row_keys = keys[:, rows].T.tolist()
     tables: list[dict[int, list[int]]] = [{} for _ in range(bands)]
     for i, band_keys in zip(rows.tolist(), row_keys, strict=True):
@@ -561,10 +570,12 @@ def _lsh_dedup_datasketch(
     threshold: float,
     params: tuple[int, int],
     storage_config: dict[str, Any],
+    colliding: np.ndarray,
     duplicate_of: np.ndarray,
     similarity: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The same loop over a real datasketch.MinHashLSH (Redis, Cassandra or dict storage).
+    """The same loop over a real datasketch.MinHashLSH (Redis, Cassandra or dict storage),
+    for the `colliding` rows; every other row is kept and bulk-inserted.
 
     The index must start empty: its keys are this run's row numbers, and a document already
     indexed by another run has no signature here to check the Jaccard against. Without a
@@ -598,9 +609,15 @@ def _lsh_dedup_datasketch(
             "dedup needs an empty index: pass a new basename or delete the old one"
         )
     perms = MinHash(num_perm=num_perm, scheme="affine32").permutations
+
+    def minhash(row: int) -> MinHash:
+        return MinHash(hashvalues=sigs[row], permutations=perms, scheme="affine32")
+
     try:
-        for i in range(n):
-            mh = MinHash(hashvalues=sigs[i], permutations=perms, scheme="affine32")
+        # Documents that share a band key with another one: the keep-first loop, querying
+        # the index (one round trip per band for Redis) and inserting the kept ones.
+        for i in colliding.tolist():
+            mh = minhash(i)
             candidates = [k for k in lsh.query(mh) if isinstance(k, (int, np.integer)) and k < i]
             if candidates:
                 best, sim = _best_match(sigs, i, candidates)
@@ -609,6 +626,12 @@ def _lsh_dedup_datasketch(
                     similarity[i] = sim
                     continue
             lsh.insert(i, mh, check_duplication=False)
+        # The rest share no band with anything: kept, and inserted in pipelined batches.
+        lone = np.ones(n, dtype=bool)
+        lone[colliding] = False
+        with lsh.insertion_session(buffer_size=10_000) as session:
+            for i in np.flatnonzero(lone).tolist():
+                session.insert(i, minhash(i), check_duplication=False)
     finally:
         if not named:
             _drop_index(storage_config)

@@ -12,7 +12,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from forgekit.commands import add_sampling_options  # noqa: F401 - shared option group
+from forgekit.commands import (
+    add_sampling_options,  # noqa: F401 - shared option group
+    run_config_from_args,
+)
 from forgekit.data.records import fingerprint, record_id
 from forgekit.engine import RunConfig, RunContext, Task
 from forgekit.errors import ConfigError
@@ -303,8 +306,16 @@ def require_field(records: Sequence[dict[str, Any]], field: str, option: str) ->
 # --- shared CLI options --------------------------------------------------------------------
 
 
-def params_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    return {"temperature": args.temperature, "max_tokens": args.max_tokens}
+def call_options(args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
+    """The keyword arguments every map-style method takes from its command line: sampling
+    params, record limit, seed, output file and run config."""
+    return {
+        "params": {"temperature": args.temperature, "max_tokens": args.max_tokens},
+        "n": args.n,
+        "seed": args.seed,
+        "out": args.out,
+        "config": run_config_from_args(args, ctx),
+    }
 
 
 def split_list(value: str | None) -> list[str] | None:

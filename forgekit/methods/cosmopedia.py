@@ -18,7 +18,6 @@ from forgekit.commands import (
     add_model_option,
     add_run_options,
     read_input,
-    run_config_from_args,
 )
 from forgekit.data.io import read_records
 from forgekit.data.records import fingerprint, make_lineage, make_record
@@ -27,9 +26,9 @@ from forgekit.errors import ConfigError
 from forgekit.methods._common import split_run_options
 from forgekit.methods._text import (
     add_sampling_options,
+    call_options,
     frame,
     map_records,
-    params_from_args,
     sampling,
     split_list,
     truncate_text,
@@ -205,11 +204,7 @@ def _run_command(args: argparse.Namespace, ctx: Any) -> Any:
         topic=args.topic,
         max_chars=args.max_chars,
         min_words=args.min_words,
-        params=params_from_args(args),
-        n=args.n,
-        seed=args.seed,
-        out=args.out,
-        config=run_config_from_args(args, ctx),
+        **call_options(args, ctx),
     )
 
 

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from forgekit.commands import add_model_option, add_run_options, run_config_from_args
+from forgekit.commands import add_model_option, add_run_options
 from forgekit.data.io import jsonl_line
 from forgekit.data.records import fingerprint, make_lineage, make_record, record_id
 from forgekit.engine import RunContext
@@ -32,10 +32,10 @@ from forgekit.methods._common import split_run_options
 from forgekit.methods._text import (
     Chunk,
     add_sampling_options,
+    call_options,
     chunk_text,
     frame,
     map_records,
-    params_from_args,
     parse_labeled,
     sampling,
     strip_quotes,
@@ -360,11 +360,7 @@ def _run_command(args: argparse.Namespace, ctx: Any) -> Any:
         min_chunk_chars=args.min_chunk_chars,
         questions_per_chunk=args.questions,
         require_evidence=args.require_evidence,
-        params=params_from_args(args),
-        n=args.n,
-        seed=args.seed,
-        out=args.out,
-        config=run_config_from_args(args, ctx),
+        **call_options(args, ctx),
     )
 
 

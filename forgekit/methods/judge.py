@@ -20,7 +20,6 @@ from forgekit.commands import (
     add_model_option,
     add_run_options,
     read_input,
-    run_config_from_args,
 )
 from forgekit.data.io import read_records
 from forgekit.data.records import fingerprint, make_lineage, make_record
@@ -29,9 +28,9 @@ from forgekit.errors import ConfigError
 from forgekit.methods._common import split_run_options
 from forgekit.methods._text import (
     add_sampling_options,
+    call_options,
     frame,
     map_records,
-    params_from_args,
     parse_labeled,
     require_field,
     sampling,
@@ -253,11 +252,7 @@ def _run_command(args: argparse.Namespace, ctx: Any) -> Any:
         categories=split_list(args.categories) or CATEGORIES,
         field=args.field,
         response_field=None if args.no_response else args.response_field,
-        params=params_from_args(args),
-        n=args.n,
-        seed=args.seed,
-        out=args.out,
-        config=run_config_from_args(args, ctx),
+        **call_options(args, ctx),
     )
 
 

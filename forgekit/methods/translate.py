@@ -23,7 +23,6 @@ from forgekit.commands import (
     add_model_option,
     add_run_options,
     read_input,
-    run_config_from_args,
 )
 from forgekit.data.io import read_records
 from forgekit.data.records import fingerprint, make_lineage, make_record
@@ -32,9 +31,9 @@ from forgekit.errors import ClientRequestError, ConfigError, ForgeError, Retryab
 from forgekit.methods._common import split_run_options
 from forgekit.methods._text import (
     add_sampling_options,
+    call_options,
     frame,
     map_records,
-    params_from_args,
     sampling,
     split_list,
     strip_quotes,
@@ -332,11 +331,7 @@ def _translate_command(args: argparse.Namespace, ctx: Any) -> Any:
         language=args.language,
         model=args.model,
         fields=split_list(args.fields),
-        params=params_from_args(args),
-        n=args.n,
-        seed=args.seed,
-        out=args.out,
-        config=run_config_from_args(args, ctx),
+        **call_options(args, ctx),
     )
 
 
@@ -348,11 +343,7 @@ def _rewrite_command(args: argparse.Namespace, ctx: Any) -> Any:
         model=args.model,
         fields=split_list(args.fields),
         respond=not args.no_respond,
-        params=params_from_args(args),
-        n=args.n,
-        seed=args.seed,
-        out=args.out,
-        config=run_config_from_args(args, ctx),
+        **call_options(args, ctx),
     )
 
 

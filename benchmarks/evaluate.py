@@ -40,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from forgekit.evaluate.diversity import vendi_score_embeddings
-from forgekit.evaluate.minhash import lsh_params, minhash_dedup, shingles
+from forgekit.evaluate.minhash import lsh_params, minhash_dedup, minhash_signatures, shingles
 
 THRESHOLD = 0.7
 NUM_PERM = 128
@@ -213,8 +213,6 @@ def bench_minhash(n_docs: int, subsample: int, seed: int, edit_rate: tuple[float
     seed2_kept = run_forgekit("forgekit_sha1_seed2_all_cores", hash="sha1", seed=2, n_jobs=-1)
 
     # signatures only (shingling + hashing, no LSH), one process: the part MinHash.bulk does
-    from forgekit.evaluate.minhash import minhash_signatures
-
     t = time.perf_counter()
     minhash_signatures(docs, num_perm=NUM_PERM, ngram=NGRAM, hash="sha1", n_jobs=1)
     sig_sha1_s = time.perf_counter() - t

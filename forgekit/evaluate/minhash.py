@@ -190,9 +190,10 @@ def _sha1_32_spans(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) ->
         out[rows] = _sha1_first_word(block)
     # datasketch reads the first 4 digest bytes little-endian: H0 byte-swapped
     out.byteswap(inplace=True)
-    for row in np.flatnonzero(long).tolist():
-        s = int(starts[row])
-        out[row] = _sha1_hashes([data[s : s + int(lengths[row])].tobytes()])[0]
+    long_rows = np.flatnonzero(long)
+    out[long_rows] = _sha1_hashes(
+        [data[s : s + n].tobytes() for s, n in zip(starts[long_rows], lengths[long_rows])]
+    )
     return out
 
 
@@ -541,11 +542,11 @@ def lsh_dedup(
     keys, collides = _band_keys(sigs, bands, r)
     # A document whose band keys are unique in every band never has a candidate and is never
     # one: it is kept without entering the loop. This is exact, and skips most documents.
-    rows = np.flatnonzero(collides)
     if storage_config is not None:
         return _lsh_dedup_datasketch(
-            sigs, threshold, (bands, r), storage_config, rows, duplicate_of, similarity
+            sigs, threshold, (bands, r), storage_config, collides, duplicate_of, similarity
         )
+    rows = np.flatnonzero(collides)
     row_keys = keys[:, rows].T.tolist()
     tables: list[dict[int, list[int]]] = [{} for _ in range(bands)]
     for i, band_keys in zip(rows.tolist(), row_keys, strict=True):
@@ -570,12 +571,12 @@ def _lsh_dedup_datasketch(
     threshold: float,
     params: tuple[int, int],
     storage_config: dict[str, Any],
-    colliding: np.ndarray,
+    collides: np.ndarray,
     duplicate_of: np.ndarray,
     similarity: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The same loop over a real datasketch.MinHashLSH (Redis, Cassandra or dict storage),
-    for the `colliding` rows; every other row is kept and bulk-inserted.
+    for the rows that share a band key (`collides`); every other row is kept.
 
     The index must start empty: its keys are this run's row numbers, and a document already
     indexed by another run has no signature here to check the Jaccard against. Without a
@@ -584,7 +585,7 @@ def _lsh_dedup_datasketch(
     """
     from datasketch import MinHash, MinHashLSH
 
-    n, num_perm = sigs.shape
+    num_perm = sigs.shape[1]
     storage_config = dict(storage_config)
     named = storage_config.get("basename") is not None
     if not named:
@@ -615,10 +616,11 @@ def _lsh_dedup_datasketch(
 
     try:
         # Documents that share a band key with another one: the keep-first loop, querying
-        # the index (one round trip per band for Redis) and inserting the kept ones.
-        for i in colliding.tolist():
+        # the index (one round trip per band for Redis) and inserting the kept ones. The
+        # index started empty, so every candidate is an earlier row of this run.
+        for i in np.flatnonzero(collides).tolist():
             mh = minhash(i)
-            candidates = [k for k in lsh.query(mh) if isinstance(k, (int, np.integer)) and k < i]
+            candidates = lsh.query(mh)
             if candidates:
                 best, sim = _best_match(sigs, i, candidates)
                 if sim >= threshold:
@@ -626,12 +628,12 @@ def _lsh_dedup_datasketch(
                     similarity[i] = sim
                     continue
             lsh.insert(i, mh, check_duplication=False)
-        # The rest share no band with anything: kept, and inserted in pipelined batches.
-        lone = np.ones(n, dtype=bool)
-        lone[colliding] = False
-        with lsh.insertion_session(buffer_size=10_000) as session:
-            for i in np.flatnonzero(lone).tolist():
-                session.insert(i, minhash(i), check_duplication=False)
+        if named:
+            # The rest share no band with anything: kept. A named index is the caller's, so
+            # it gets them too, in pipelined batches (a scratch one is about to be deleted).
+            with lsh.insertion_session(buffer_size=10_000) as session:
+                for i in np.flatnonzero(~collides).tolist():
+                    session.insert(i, minhash(i), check_duplication=False)
     finally:
         if not named:
             _drop_index(storage_config)

@@ -27,9 +27,7 @@ def secret_values() -> list[str]:
     except ConfigError:
         pass  # a broken config file is reported where it is used, not here
     values = {
-        os.environ[name]
-        for name in names
-        if len(os.environ.get(name, "")) >= _MIN_SECRET_LENGTH
+        os.environ[name] for name in names if len(os.environ.get(name, "")) >= _MIN_SECRET_LENGTH
     }
     return sorted(values, key=len, reverse=True)
 

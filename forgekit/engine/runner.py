@@ -526,8 +526,15 @@ class Engine:
 
     def _totals(self) -> dict[str, Any]:
         """Spend over every run that wrote this file, so a resumed job's cost adds up."""
-        keys = ("requests", "cached", "retried", "prompt_tokens", "completion_tokens", "cost",
-                "wall_s")
+        keys = (
+            "requests",
+            "cached",
+            "retried",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost",
+            "wall_s",
+        )
         now = asdict(self.stats)
         return {k: round(self._previous_totals.get(k, 0) + now[k], 6) for k in keys}
 

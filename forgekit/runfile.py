@@ -1,6 +1,6 @@
 """`forge run config.yaml`: run any synthesis method from a YAML file.
 
-    method: generate                 # any public function of forgekit.methods
+    method: generate                 # any method of forgekit.methods
     model: local                     # or  models: [a, b]  for methods that take several
     prompts:
       system: You are a careful annotator.
@@ -8,21 +8,22 @@
     input: data.jsonl                # the method's `data`
     output: out/labels.jsonl         # the method's `out` (resumable)
     sampling: {temperature: 0.2, max_tokens: 64}   # the method's `params`
-    params:                          # any other keyword option of the method
+    params:                          # any other option of the method
       parse: json
     run: {concurrency: 4, max_cost: 1.0}           # engine options (RunConfig)
 
-The file is checked with pydantic, then against the method's signature, so methods added
-later work here too; every error names the key ("config.yaml: prompts.user: field
-required"). Relative paths are relative to the YAML file's folder.
+The keys come from each method's options declaration (forgekit.methods.spec): template
+options go under `prompts`, the `params` sampling option under `sampling`, the rest under
+`params`; `forge run --example METHOD` prints a commented skeleton with every option's help.
+The file is checked with pydantic, then against the declaration; every error names the key
+("config.yaml: prompts.user: field required"). Relative paths are relative to the file.
 """
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import typing
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from forgekit.engine import RunConfig
 from forgekit.errors import ConfigError
 
-# Parameters a config file never sets through `params` (they have their own sections).
+# Keyword arguments a config file sets through its own top-level keys, never `params`.
 _SECTION_OF = {"data": "input", "out": "output", "model": "model", "models": "models"}
 
 
@@ -68,12 +69,17 @@ class RunFile(BaseModel):
     run: RunSection = Field(default_factory=RunSection)
 
 
-def _where(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+@dataclass(frozen=True)
+class Param:
+    """One keyword argument of a method, and where a config file sets it."""
 
-
-def _message(msg: str) -> str:
-    return msg[:1].lower() + msg[1:]
+    name: str
+    section: str  # input | output | model | models | prompts | sampling | params
+    required: bool
+    help: str = ""
+    default: Any = None
+    hint: Any = None  # the type a value is checked against (None: not checked)
+    from_text: Any = None  # how a string becomes the value (e.g. a schema file)
 
 
 def methods() -> dict[str, Any]:
@@ -83,8 +89,51 @@ def methods() -> dict[str, Any]:
     return {name: getattr(registry, name) for name in registry.__all__}
 
 
-def _is_prompt(name: str) -> bool:
-    return any(word in name for word in ("user", "system", "prompt", "template", "rubric"))
+def parameters(method: str) -> dict[str, Param]:
+    """A method's keyword arguments as config-file keys, from its declaration."""
+    from forgekit.methods.registry import get
+    from forgekit.methods.spec import is_required, options_of
+
+    cls = get(method)
+    if cls is None:
+        return _legacy_parameters(methods()[method])
+    params = [Param("model", "model", False, "model profile name"), Param("out", "output", False)]
+    if cls.inputs != "none":
+        params.append(Param("data", "input", cls.inputs == "required", "input records"))
+    hints = typing.get_type_hints(cls.Options)
+    for field, info in options_of(cls.Options):
+        section = "prompts" if info.kind == "template" else "params"
+        if info.kind == "sampling" and field.name == "params":
+            section = "sampling"
+        elif field.name in _SECTION_OF:
+            section = _SECTION_OF[field.name]
+        default = info.defaults if info.kind == "sampling" else field.default
+        hint = None if info.kind == "sampling" else hints[field.name]
+        required = is_required(field)
+        params.append(
+            Param(field.name, section, required, info.help, default, hint, info.from_text)
+        )
+    return {p.name: p for p in params}
+
+
+def _legacy_parameters(fn: Any) -> dict[str, Param]:
+    """COMPAT (issue 12): a method not yet declared, described by its signature; delete
+    with the last one."""
+    hints: dict[str, Any] = {}
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable forward references: nothing to check against
+        pass
+    out = {}
+    for name, p in inspect.signature(fn).parameters.items():
+        if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) or name == "config":
+            continue
+        prompt = any(w in name for w in ("user", "system", "prompt", "template", "rubric"))
+        section = _SECTION_OF.get(name, "sampling" if name == "params" else "params")
+        section = "prompts" if prompt and section == "params" else section
+        required = p.default is inspect.Parameter.empty
+        out[name] = Param(name, section, required, hint=hints.get(name))
+    return out
 
 
 class RunPlan:
@@ -136,13 +185,7 @@ def load_plan(path: str | Path) -> RunPlan:
     known = methods()
     if spec.method not in known:
         raise fail("method", f"unknown method {spec.method!r}; known: {', '.join(sorted(known))}")
-    fn = known[spec.method]
-    signature = inspect.signature(fn)
-    accepted = {
-        name: p
-        for name, p in signature.parameters.items()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
+    accepted = parameters(spec.method)
     base = path.parent
 
     def resolve(value: str) -> Path:
@@ -153,11 +196,15 @@ def load_plan(path: str | Path) -> RunPlan:
     sources: dict[str, str] = {}
 
     def put(name: str, value: Any, key: str) -> None:
-        if name not in accepted or name == "config":
-            options = ", ".join(n for n in accepted if n not in ("config", *_SECTION_OF))
+        param = accepted.get(name)
+        if param is None or param.section in ("input", "output"):
+            options = ", ".join(n for n, p in accepted.items() if n not in _SECTION_OF)
             raise fail(key, f"method {spec.method!r} has no option {name!r} (options: {options})")
         if name in kwargs:
             raise fail(key, f"{name!r} is also set by {sources[name]}")
+        if param.from_text is not None and isinstance(value, str):
+            file = resolve(value)
+            value = param.from_text(str(file) if file.is_file() else value)
         kwargs[name], sources[name] = value, key
 
     for section in ("model", "models"):
@@ -176,15 +223,17 @@ def load_plan(path: str | Path) -> RunPlan:
         file = resolve(spec.input)
         if not file.is_file():
             raise fail("input", f"no such file {file}")
-        put("data", str(file), "input")
+        kwargs["data"], sources["data"] = str(file), "input"
     if spec.output is not None:
-        put("out", str(resolve(spec.output)), "output")
+        kwargs["out"], sources["out"] = str(resolve(spec.output)), "output"
     if spec.sampling is not None:
-        if "params" not in accepted:
+        if accepted.get("params", Param("", "", False)).section != "sampling":
+            names = [n for n in accepted if n.endswith("params")]
+            example = f" (e.g. params.{names[-1]})" if names else ""
             raise fail(
                 "sampling",
                 f"method {spec.method!r} has no single `params`; set its sampling options "
-                f"under params (e.g. params.response_params)",
+                f"under params{example}",
             )
         put("params", spec.sampling, "sampling")
     for key, value in spec.params.items():
@@ -194,36 +243,32 @@ def load_plan(path: str | Path) -> RunPlan:
             raise fail(f"params.{key}", f"set it with the top-level {_SECTION_OF[key]!r} key")
         put(key, value, f"params.{key}")
 
-    for name, p in accepted.items():
-        if p.default is inspect.Parameter.empty and name not in kwargs:
-            if name in _SECTION_OF:
-                where = _SECTION_OF[name]
-            else:
-                where = f"{'prompts' if _is_prompt(name) else 'params'}.{name}"
+    for name, param in accepted.items():
+        if param.required and name not in kwargs:
+            top = param.section in _SECTION_OF.values()
+            where = param.section if top else f"{param.section}.{name}"
             raise fail(where, "field required")
-    _check_types(fn, kwargs, sources, fail)
+    _check_types(accepted, kwargs, sources, fail)
     kwargs["config"] = RunConfig(
         **{k: v for k, v in spec.run.model_dump().items() if v is not None}
     )
-    return RunPlan(path, spec.method, fn, kwargs)
+    return RunPlan(path, spec.method, known[spec.method], kwargs)
 
 
-def _check_types(fn: Any, kwargs: dict[str, Any], sources: dict[str, str], fail: Any) -> None:
-    """Check each value against the method's type hints, where pydantic can express them
-    (a hint naming a Protocol such as Model cannot be checked and is skipped)."""
+def _check_types(
+    accepted: dict[str, Param], kwargs: dict[str, Any], sources: dict[str, str], fail: Any
+) -> None:
+    """Check each value against its declared type, where pydantic can express it (a type
+    naming a Protocol such as Model cannot be checked and is skipped)."""
     from pydantic import TypeAdapter
 
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:  # unresolvable forward references: nothing to check against
-        return
     for name, value in kwargs.items():
-        hint = hints.get(name)
+        hint = accepted[name].hint
         if hint is None or name == "data":
             continue
         try:
             adapter = TypeAdapter(hint)
-        except Exception:  # pydantic cannot build a validator for this hint
+        except Exception:  # pydantic cannot build a validator for this type
             continue
         try:
             adapter.validate_python(value)
@@ -240,44 +285,39 @@ def run_file(path: str | Path, **overrides: Any) -> Any:
     return load_plan(path)(**overrides)
 
 
-# --- the `forge run` command --------------------------------------------------------------
-def _run_command(args: argparse.Namespace, ctx: Any) -> Any:
-    plan = load_plan(args.config)
-    if args.dry_run:
-        return plan.describe()
-    overrides: dict[str, Any] = {}
-    if args.out:
-        overrides["out"] = args.out
-    if args.max_requests is not None:
-        overrides["max_requests"] = args.max_requests
-    if args.overwrite:
-        overrides["overwrite"] = True
-    if args.no_cache:
-        overrides["cache"] = False
-    if args.no_progress:
-        overrides["progress"] = False
-    extra = dict(getattr(ctx, "extra", {}).get("run_config", {})) if ctx is not None else {}
-    return plan(**overrides, **extra)
+def example(method: str) -> str:
+    """A commented YAML skeleton for `method`: every key, its default and its help."""
+    if method not in methods():
+        raise ConfigError(f"unknown method {method!r}; known: {', '.join(sorted(methods()))}")
+    lines = [f"method: {method}"]
+    params = parameters(method)
+    for section in ("model", "models", "input", "output", "prompts", "sampling", "params"):
+        chosen = [p for p in params.values() if p.section == section]
+        if section in ("model", "models", "input", "output"):
+            for p in chosen:
+                need = "required" if p.required else "optional"
+                lines.append(f"{section}: {_yaml_value(p.default)}  # {need}; {p.help}".rstrip())
+            continue
+        if not chosen:
+            continue
+        lines.append(f"{section}:")
+        for p in chosen:
+            value = "" if p.required else f" {_yaml_value(p.default)}"
+            note = "required; " if p.required else ""
+            lines.append(f"  {p.name}:{value}  # {note}{p.help}".rstrip())
+    lines.append("run: {}  # engine options: concurrency, rpm, max_requests, max_cost, ...")
+    return "\n".join(lines)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "run",
-        help="run a synthesis method described by a YAML config file",
-        description="Run any method (generate, vote, cascade, evol, dpo, magpie, ...) from a "
-        "YAML file with the keys method, model/models, prompts (name or name_file), input, "
-        "output, sampling, params and run (engine options). The file is validated against "
-        "the method's options; errors name the key. Relative paths are relative to the file.",
-    )
-    p.add_argument("config", help="the YAML config file")
-    p.add_argument(
-        "--dry-run", action="store_true", help="validate and show the call; send nothing"
-    )
-    p.add_argument("--out", default=None, help="write records here instead of `output`")
-    p.add_argument("--max-requests", type=int, default=None, help="stop after this many requests")
-    p.add_argument(
-        "--overwrite", action="store_true", help="move an existing output aside and start afresh"
-    )
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(handler=_run_command)
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, tuple):
+        value = list(value)
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...")
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _message(msg: str) -> str:
+    return msg[:1].lower() + msg[1:]

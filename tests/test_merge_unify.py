@@ -109,7 +109,7 @@ def test_cot_thinking_from_field_from_tags_or_all_in_thinking():
     assert (tagged["thinking"], tagged["answer"]) == ("step 1", "The answer is 4.")
     mixed = unify_record({"problem": "q", "solution": "First... so 4."}, "cot")
     assert (mixed["thinking"], mixed["answer"]) == ("First... so 4.", "")
-    assert split_thinking("no tags") == (None, "no tags")
+    assert split_thinking("no tags") == (None, "no tags", "none")
 
 
 def test_unify_field_map_and_errors():

@@ -5,9 +5,10 @@ import sys
 
 import pytest
 
+from forgekit.data.text import detect_script
 from forgekit.errors import ConfigError, UnsupportedOperationError
 from forgekit.methods import magpie
-from forgekit.methods.magpie import CHAT_FORMATS, detect_language, pre_query_text
+from forgekit.methods.magpie import CHAT_FORMATS, pre_query_text
 from tests.conftest import write_profile
 
 EXPECTED_PRE_QUERY = {
@@ -130,10 +131,10 @@ def test_second_call_costs_zero_requests_and_budget_resume(stub, stub_model, tmp
 
 
 def test_language_detection():
-    assert detect_language("How are you today?") == "en"
-    assert detect_language("你今天好吗？") == "zh"
-    assert detect_language("Wie geht's dir heute, schöne Grüße") == "en"  # latin script
-    assert detect_language("Как дела сегодня?") == "other"
+    assert detect_script("How are you today?") == "en"
+    assert detect_script("你今天好吗？") == "zh"
+    assert detect_script("Wie geht's dir heute, schöne Grüße") == "en"  # latin script
+    assert detect_script("Как дела сегодня?") == "other"
 
 
 def test_cli_magpie_on_stub(stub, stub_model, tmp_path):

@@ -39,11 +39,13 @@ def test_forge_run_end_to_end_on_stub(stub, stub_model, tmp_path, capsys):
     path = write_config(folder, GENERATE, data=[{"word": w} for w in ("tide", "dune", "fjord")])
     assert main(["run", str(path)]) == 0
     assert "completed: 3 ok" in capsys.readouterr().out
-    records = read_jsonl(folder / "out" / "records.jsonl")
-    assert [r["input"] for r in records] == ["Define tide.", "Define dune.", "Define fjord."]
-    assert records[0]["system"] == "Answer in one word."
-    assert records[0]["parsed"] == {"text": "Define tide."}
-    assert records[0]["lineage"]["params"]["temperature"] == 0.2
+    # Two requests in flight: the file holds the records in the order they finished.
+    records = {r["input"]: r for r in read_jsonl(folder / "out" / "records.jsonl")}
+    assert sorted(records) == ["Define dune.", "Define fjord.", "Define tide."]
+    tide = records["Define tide."]
+    assert tide["system"] == "Answer in one word."
+    assert tide["parsed"] == {"text": "Define tide."}
+    assert tide["lineage"]["params"]["temperature"] == 0.2
     manifest = json.loads((folder / "out" / "records.manifest.json").read_text())
     assert manifest["run_config"]["concurrency"] == 2
     # Re-running the same file resumes: nothing new is sent.

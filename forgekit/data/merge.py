@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from typing import Any
 import pandas as pd
 
 from forgekit.data.io import read_records, records_to_dataframe, write_records
+from forgekit.data.text import split_thinking
 from forgekit.errors import ConfigError
 
 FORMATS = ("sft", "cot", "preference")
@@ -44,7 +44,6 @@ ANSWER_FIELDS = ("answer", "output", "response", "target", "completion", "soluti
 THINKING_FIELDS = ("thinking", "reasoning", "reasoning_content", "cot", "rationale", "think")
 MESSAGE_FIELDS = ("messages", "conversations", "conversation", "dialog")
 SCORE_FIELDS = ("overall_preference", "score", "preference")
-_THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL | re.IGNORECASE)
 _ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant"}
 
 
@@ -100,16 +99,6 @@ def _pick(record: Mapping[str, Any], names: Sequence[str]) -> tuple[str | None, 
         if name in record and _present(record[name]):
             return name, record[name]
     return None, None
-
-
-def split_thinking(text: str) -> tuple[str | None, str]:
-    """(thinking, answer) from a response with <think>...</think>; (None, text) without."""
-    match = _THINK_RE.search(text or "")
-    if not match:
-        return None, text
-    thinking = match.group(1).strip()
-    answer = (text[: match.start()] + text[match.end() :]).strip()
-    return thinking, answer
 
 
 # --- unify ----------------------------------------------------------------------------------
@@ -252,7 +241,7 @@ def unify_record(
         if t_name:
             consumed.append(t_name)
         else:
-            thinking, rest = split_thinking(str(answer))
+            thinking, rest, _ = split_thinking(str(answer))
             if thinking is None:
                 # Reasoning and answer cannot be told apart: all of it is reasoning.
                 thinking, rest = str(answer), ""

@@ -49,7 +49,8 @@ from forgekit.evaluate.common import (
     check_fraction,
     load_frame,
 )
-from forgekit.evaluate.text import _CJK_RE, column_texts, words
+from forgekit.data.text import CJK_RE
+from forgekit.evaluate.text import column_texts, words
 
 _BIG = 1 << 32  # rank key = frequency * _BIG + element id: one int, a fixed total order
 _POS_BITS = 20
@@ -69,7 +70,7 @@ def rouge_tokens(text: str, tokenizer: str | Callable[[str], list[str]] = "auto"
         jieba.setLogLevel(60)  # its "Building prefix dict" chatter goes to stderr otherwise
         out = []
         for piece in jieba.lcut(text.lower()):
-            if _CJK_RE.search(piece):
+            if CJK_RE.search(piece):
                 out.append(piece)  # a jieba word: one token (words() would split it up)
             else:
                 out.extend(words(piece))  # latin words, numbers; punctuation/space dropped

@@ -17,23 +17,18 @@ import unicodedata
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from forgekit.data.text import CJK_CLASS as _CJK_CLASS
+from forgekit.data.text import (  # noqa: F401 - the script helpers, re-exported for evaluate
+    CJK_FRACTION,
+    cjk_fraction,
+    is_cjk,
+    is_cjk_char,
+)
 from forgekit.errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-# CJK Unified Ideographs (+ Ext A, compatibility), Hiragana, Katakana, Hangul.
-_CJK_RANGES = (
-    (0x3400, 0x4DBF),
-    (0x4E00, 0x9FFF),
-    (0xF900, 0xFAFF),
-    (0x3040, 0x30FF),
-    (0xAC00, 0xD7AF),
-    (0x20000, 0x2FA1F),
-)
-_CJK_CLASS = "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _CJK_RANGES)
-_CJK_RE = re.compile(f"[{_CJK_CLASS}]")
-_CJK_SUB_RE = re.compile(f"[{_CJK_CLASS}]+")
 # A word token: a run of letters/digits that are not CJK, or a single CJK character.
 _WORD_RE = re.compile(f"[{_CJK_CLASS}]|[^\\W{_CJK_CLASS}]+")
 _SPACE_PUNCT_RE = re.compile(r"[\W_]+")
@@ -42,27 +37,6 @@ _NONWORD_BYTES = bytes(c for c in range(128) if not (chr(c).isalnum() or chr(c) 
 _ASCII_NONWORD = bytes.maketrans(_NONWORD_BYTES, b" " * len(_NONWORD_BYTES))
 
 SCRIPTS = ("auto", "words", "chars")
-CJK_FRACTION = 0.3
-
-
-def is_cjk_char(ch: str) -> bool:
-    return bool(_CJK_RE.match(ch))
-
-
-def cjk_fraction(text: str) -> float:
-    """Share of CJK characters among the letters/digits of `text` (0.0 for empty text)."""
-    # Regex substitutions run in C; a Python loop over characters costs more than hashing.
-    letters = len(_SPACE_PUNCT_RE.sub("", text))
-    if not letters:
-        return 0.0
-    return (letters - len(_CJK_SUB_RE.sub("", _SPACE_PUNCT_RE.sub("", text)))) / letters
-
-
-def is_cjk(text: str) -> bool:
-    # the common case for English: no CJK character at all
-    if text.isascii() or not _CJK_RE.search(text):
-        return False
-    return cjk_fraction(text) >= CJK_FRACTION
 
 
 def normalize(text: str) -> str:

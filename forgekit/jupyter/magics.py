@@ -1,10 +1,11 @@
 """`%forge` / `%%forge`: the `forge` command line inside a notebook.
 
 The magics are a thin shell over `forgekit.cli`: the same parser (`build_parser`), the same
-handlers, the same options. What only a notebook has is added here:
+handlers, the same options — for methods, generated from their declarations, so a newly
+declared method is a magic at once. What only a notebook has is added here:
 
 - `--input df` names a notebook variable (`CommandContext.namespace`), and `-o NAME`
-  (defined once, for every command, in `forgekit.cli.add_common_options`) binds the result
+  (defined once, for every command, in `forgekit.cli.app.add_common_options`) binds the result
   to one. The result is also returned, so it displays.
 - `%%forge generate ...`: the cell body is the user prompt template (any command with a
   `--user` template option). `%%forge system` keeps its body as the system template of
@@ -174,9 +175,9 @@ class ForgeMagics(Magics):
         records = list(getattr(run, "records", None) or [])
         where = []
         if records and getattr(args, "output_var", None):
-            from forgekit.methods._common import result_frame
+            from forgekit.methods.runner import frame
 
-            self.shell.user_ns[args.output_var] = result_frame(run)
+            self.shell.user_ns[args.output_var] = frame(run)
             where.append(f"variable {args.output_var}")
         if getattr(run, "out", None):
             where.append(str(run.out))

@@ -1,20 +1,21 @@
 """Helpers shared by the methods of issue 4 (self_instruct, cosmopedia, reasoning, doc_qa,
 translate/rewrite, judge): parsing what models write (numbered lists, `Label: value`
 blocks), cutting text (truncation at a boundary, paragraph-aware chunks with offsets), the
-per-record run plumbing, and the sampling options every `forge <method>` of these shares.
+per-record run plumbing (COMPAT, issue 12: the runner's job once these methods are
+declared) and, re-exported, their command-line helpers.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from forgekit.commands import (
-    add_sampling_options,  # noqa: F401 - shared option group
-    run_config_from_args,
+from forgekit.cli.legacy import (  # noqa: F401 - COMPAT (issue 12): re-exported CLI helpers
+    add_sampling_options,
+    call_options,
+    split_list,
 )
 from forgekit.data.records import fingerprint, record_id
 from forgekit.engine import RunConfig, RunContext, Task
@@ -301,25 +302,3 @@ def require_field(records: Sequence[dict[str, Any]], field: str, option: str) ->
             raise ConfigError(
                 f"record {index} has no {field!r} field (set {option}); its fields: {available}"
             )
-
-
-# --- shared CLI options --------------------------------------------------------------------
-
-
-def call_options(args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
-    """The keyword arguments every map-style method takes from its command line: sampling
-    params, record limit, seed, output file and run config."""
-    return {
-        "params": {"temperature": args.temperature, "max_tokens": args.max_tokens},
-        "n": args.n,
-        "seed": args.seed,
-        "out": args.out,
-        "config": run_config_from_args(args, ctx),
-    }
-
-
-def split_list(value: str | None) -> list[str] | None:
-    """A comma-separated command-line value as a list (None stays None)."""
-    if value is None:
-        return None
-    return [part.strip() for part in value.split(",") if part.strip()]

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from forgekit.commands import (
+from forgekit.cli.legacy import (
     add_input_option,
     add_model_option,
     add_run_options,

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from forgekit.commands import add_model_option, add_run_options
+from forgekit.cli.legacy import add_model_option, add_run_options
 from forgekit.data.io import jsonl_line
 from forgekit.data.records import fingerprint, make_lineage, make_record, record_id
 from forgekit.engine import RunContext

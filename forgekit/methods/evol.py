@@ -16,35 +16,19 @@ parent id, root id, operation and round.
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
+from functools import partial
 from typing import Any
 
-from forgekit.commands import add_input_option, add_model_option, add_run_options, read_input
-from forgekit.commands import run_config_from_args as _run_config
 from forgekit.data.records import fingerprint, make_lineage, make_record, record_id
-from forgekit.engine import RunContext, RunResult, RunStats, Task
+from forgekit.engine import RunContext
 from forgekit.errors import ConfigError
-from forgekit.methods._common import (
-    add_stats,
-    remaining_budget,
-    result_frame,
-    run_method,
-    split_run_options,
-)
-from forgekit.methods._prompting import (
-    as_params,
-    check_model_name,
-    describe_item,
-    input_records,
-    item_rng,
-    model_key,
-    normalize_text,
-)
+from forgekit.methods.parsing import item_rng, normalize_text
+from forgekit.methods.prompting import chat_messages, describe_item
+from forgekit.methods.runner import Stages
+from forgekit.methods.spec import Method, model_option, option, sampling
 from forgekit.models import Model, SamplingParams
 
 # --- prompt templates (our own wording of the paper's operations) ---------------------------
@@ -173,6 +157,39 @@ def evolve_prompt(operation: str, instruction: str, data: str | None) -> str:
 
 
 # --- the method ---------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class EvolOptions:
+    rounds: int = option(
+        3,
+        minimum=1,
+        identity=False,  # a later call with more rounds resumes the same output file
+        help="evolution rounds (a later run with more rounds resumes the same --out)",
+    )
+    operations: tuple[str, ...] = option(
+        OPERATIONS, choices=OPERATIONS, help="operations to choose from (default: all)"
+    )
+    field: str = option("input", help="field holding the instruction")
+    data_field: str | None = option(
+        None, help="field holding input data for complicate_input (items without data skip it)"
+    )
+    response_model: str | Model | None = model_option(help="model that answers (default --model)")
+    judge_model: str | Model | None = model_option(help="elimination judge (default --model)")
+    judge: bool = option(True, help="the LLM 'no new information' elimination check")
+    evolve_params: SamplingParams = sampling(
+        temperature=0.7,
+        max_tokens=256,
+        flags={"temperature": "--temperature", "max_tokens": "--evolve-max-tokens"},
+        help="the evolution requests",
+    )
+    response_params: SamplingParams = sampling(
+        temperature=0.0,
+        max_tokens=512,
+        flags={"temperature": "--response-temperature", "max_tokens": "--max-tokens"},
+        help="the responses",
+    )
+    seed: int = option(0, help="base seed; each round picks operations with it")
+
+
 @dataclass
 class _Entry:
     """One line of evolution in the pool: the current instruction and where it came from."""
@@ -185,105 +202,84 @@ class _Entry:
     depth: int = 0
 
 
-def evol(
-    data: Any,
-    *,
-    rounds: int = 3,
-    operations: Sequence[str] = OPERATIONS,
-    model: str | Model | None = None,
-    response_model: str | Model | None = None,
-    judge_model: str | Model | None = None,
-    judge: bool = True,
-    field: str = "input",
-    data_field: str | None = None,
-    evolve_params: SamplingParams | dict[str, Any] | None = None,
-    response_params: SamplingParams | dict[str, Any] | None = None,
-    seed: int = 0,
-    out: str | Path | None = None,
-    **run_options: Any,
-):
-    """Evolve each instruction over `rounds` rounds; returns the accepted evolutions.
+class Evol(Method):
+    """Evol-Instruct (WizardLM): each round rewrites every instruction with one operation
+    (constraints, deepen, concretize, reasoning, complicate_input, breadth), answers it, and
+    eliminates failed evolutions (no new information per an LLM judge, short 'sorry'
+    responses, stop-word-only responses, copied template words); failed items go back to the
+    pool. Records: `input` the evolved instruction, `output` its response; lineage holds the
+    evolution tree (parent_id, root_id, operation, round, depth). `df.attrs['forgekit']`
+    lists per round how many evolved and what each elimination rule removed."""
 
-    - `data`: records whose `field` (default "input") holds the seed instruction;
-      `data_field` names a field with accompanying input data (needed by
-      "complicate_input", which only applies to items that have data).
-    - `operations`: any of constraints, deepen, concretize, reasoning, complicate_input,
-      breadth (default: all); each round picks one per item, seeded by `seed` and the item.
-    - `model` evolves, `response_model` answers, `judge_model` runs the "Equal / Not
-      Equal" elimination check (both default to `model`; `judge=False` skips it).
-    - `evolve_params` (default T=0.7, 256 tokens), `response_params` (T=0, 512 tokens).
-    - Each record: `input` = evolved instruction, `output` = its response, lineage with
-      parent_id (the previous evolution, or the seed item's id), root_id, operation, round.
-      `df.attrs['forgekit']['rounds']` lists per round how many evolved and what the
-      elimination rules removed. Changing `rounds` keeps the same job: a later call with
-      more rounds resumes the same `out` file.
-    """
-    config, rest = split_run_options(run_options)
-    if rest:
-        raise TypeError(f"evol() got unexpected option(s): {', '.join(sorted(rest))}")
-    if rounds < 1:
-        raise ConfigError(f"rounds must be >= 1, got {rounds}")
-    unknown = [op for op in operations if op not in OPERATIONS]
-    if unknown or not operations:
-        raise ConfigError(
-            f"operations: unknown {unknown or 'empty list'}; choose from {', '.join(OPERATIONS)}"
-        )
-    for m in (model, response_model, judge_model):
-        check_model_name(m)
-    items = input_records(data)
-    pool = [_seed_entry(item, i, field, data_field) for i, item in enumerate(items)]
-    evolve_p = as_params(evolve_params, temperature=0.7, max_tokens=256)
-    respond_p = as_params(response_params, temperature=0.0, max_tokens=512)
-    judge_p = SamplingParams(temperature=0.0, max_tokens=8, seed=seed)
-    job = {
-        "method": "evol",
-        "model": model_key(model),
-        "response_model": model_key(response_model),
-        "judge_model": model_key(judge_model) if judge else None,
-        "operations": list(operations),
-        "field": field,
-        "data_field": data_field,
-        "evolve_params": evolve_p.to_dict(),
-        "response_params": respond_p.to_dict(),
-        "seed": seed,
-    }
-    job_key = fingerprint(job, 16)
-    template_hash = fingerprint([_DEPTH, DEPTH_OPERATIONS, _BREADTH, _EQUAL], 12)
+    name = "evol"
+    help = "Evol-Instruct: make instructions harder (in-depth) or broader (in-breadth)"
+    Options = EvolOptions
 
-    def usable(entry: _Entry) -> list[str]:
-        return [op for op in operations if op != "complicate_input" or entry.data]
+    def prepare(self, records: list[dict[str, Any]]) -> list[_Entry]:
+        o = self.options
+        pool = [_seed_entry(item, i, o.field, o.data_field) for i, item in enumerate(records)]
+        for position, entry in enumerate(pool):
+            if not self._usable(entry):
+                raise ConfigError(
+                    f"operations {list(o.operations)}: complicate_input needs input data "
+                    f"(data_field=), and {describe_item(entry.item, position)} has none"
+                )
+        self.judge_params = SamplingParams(temperature=0.0, max_tokens=8, seed=o.seed)
+        self.template_hash = fingerprint([_DEPTH, DEPTH_OPERATIONS, _BREADTH, _EQUAL], 12)
+        self.rounds: list[dict[str, Any]] = []
+        return pool
 
-    for position, entry in enumerate(pool):
-        if not usable(entry):
-            raise ConfigError(
-                f"operations {list(operations)}: complicate_input needs input data "
-                f"(data_field=), and {describe_item(entry.item, position)} has none"
+    def key(self, entry: _Entry) -> Any:
+        return {"root": entry.root_id, "parent": entry.parent_id}
+
+    async def run(self, stages: Stages, pool: list[_Entry]) -> None:
+        rounds = self.options.rounds
+        for round_no in range(1, rounds + 1):
+            eliminated: Counter[str] = Counter()
+            done = await stages.run(
+                pool,
+                produce=partial(self.evolve, round_no=round_no, eliminated=eliminated),
+                stage=round_no,
+                label=f"evol round {round_no}/{rounds}",
             )
+            self.rounds.append(
+                {
+                    "round": round_no,
+                    "attempted": len(pool),
+                    "evolved": sum(1 for record in done.outputs if record is not None),
+                    "eliminated": dict(eliminated),
+                    "status": done.result.status,
+                }
+            )
+            pool = [_advance(entry, record) for entry, record in zip(pool, done.outputs)]
+            if not done.completed:
+                break  # a budget or a cancel stopped this round: later rounds would too
 
-    def pick(entry: _Entry, round_no: int) -> str:
-        return item_rng(seed, entry.root_id, entry.parent_id, round_no).choice(usable(entry))
+    def _usable(self, entry: _Entry) -> list[str]:
+        return [op for op in self.options.operations if op != "complicate_input" or entry.data]
 
-    async def evolve_one(
-        ctx: RunContext, entry: _Entry, round_no: int, eliminated: Counter
+    async def evolve(
+        self, ctx: RunContext, entry: _Entry, *, round_no: int, eliminated: Counter
     ) -> dict[str, Any] | None:
-        operation = pick(entry, round_no)
-        params = SamplingParams.coerce(evolve_p, seed=seed + round_no)
+        o = self.options
+        rng = item_rng(o.seed, entry.root_id, entry.parent_id, round_no)
+        operation = rng.choice(self._usable(entry))
+        params = SamplingParams.coerce(o.evolve_params, seed=o.seed + round_no)
         prompt = evolve_prompt(operation, entry.instruction, entry.data)
-        evolved = await ctx.chat([{"role": "user", "content": prompt}], params=params)
+        evolved = await ctx.chat(chat_messages(None, prompt), params=params)
         instruction = evolved.text.strip()
         reason = elimination_reason(instruction)
-        response = None
-        verdict = None
+        response = verdict = None
         if reason is None:
             answer = await ctx.chat(
-                [{"role": "user", "content": instruction}], model=response_model, params=respond_p
+                chat_messages(None, instruction), model=o.response_model, params=o.response_params
             )
             response = answer.text.strip()
             reason = elimination_reason(instruction, response)
-        if reason is None and judge:
+        if reason is None and o.judge:
             check = _EQUAL.format(parent=entry.instruction, child=instruction)
             judged = await ctx.chat(
-                [{"role": "user", "content": check}], model=judge_model, params=judge_p
+                chat_messages(None, check), model=o.judge_model, params=self.judge_params
             )
             verdict = judge_verdict(judged.text)
             if verdict == "equal":
@@ -291,6 +287,7 @@ def evol(
         if reason is not None:
             eliminated[reason] += 1
             return None
+        models = {ctx.model.name, *(m.name for m in (o.response_model, o.judge_model) if m)}
         return make_record(
             id=ctx.task.id,
             input=instruction,
@@ -302,11 +299,11 @@ def evol(
                 "judge": verdict,
             },
             lineage=make_lineage(
-                "evol",
-                sorted({ctx.model.name, *(m for m in (response_model, judge_model) if m)}),
-                template_hash=template_hash,
-                params={"evolve": params.to_dict(), "response": respond_p.to_dict()},
-                seed=seed,
+                self.name,
+                sorted(models),
+                template_hash=self.template_hash,
+                params={"evolve": params.to_dict(), "response": o.response_params.to_dict()},
+                seed=o.seed,
                 parent_id=entry.parent_id,
                 root_id=entry.root_id,
                 operation=operation,
@@ -316,49 +313,11 @@ def evol(
             carry=entry.item,
         )
 
-    all_records: list[dict[str, Any]] = []
-    results: list[RunResult] = []
-    per_round: list[dict[str, Any]] = []
-    for round_no in range(1, rounds + 1):
-        eliminated: Counter[str] = Counter()
-        ids = [
-            record_id("evol", {"job": job_key, "root": e.root_id, "parent": e.parent_id}, round_no)
-            for e in pool
-        ]
-        tasks = [
-            Task(
-                id=task_id,
-                fn=lambda ctx, e=entry, r=round_no, c=eliminated: evolve_one(ctx, e, r, c),
-                info={"round": round_no, "root_id": entry.root_id},
-            )
-            for task_id, entry in zip(ids, pool)
-        ]
-        round_config = replace(
-            remaining_budget(config, _spent(results)), description=f"evol round {round_no}/{rounds}"
-        )
-        result = run_method(
-            tasks=tasks, method="evol", model=model, out=out, config=round_config, job=job
-        )
-        results.append(result)
-        by_id = {r["id"]: r for r in result.records}
-        pool = [_advance(entry, by_id.get(task_id)) for entry, task_id in zip(pool, ids)]
-        all_records += [by_id[i] for i in ids if i in by_id]
-        per_round.append(
-            {
-                "round": round_no,
-                "attempted": len(tasks),
-                "evolved": sum(1 for i in ids if i in by_id),
-                "eliminated": dict(eliminated),
-                "status": result.status,
-            }
-        )
-        if result.status != "completed":
-            break  # a budget or a cancel stopped this round: later rounds would too
-    combined = _combine(results, all_records)
-    eliminated_total: Counter[str] = Counter()
-    for entry in per_round:
-        eliminated_total.update(entry["eliminated"])
-    return result_frame(combined, rounds=per_round, eliminated=dict(eliminated_total))
+    def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        total: Counter[str] = Counter()
+        for entry in self.rounds:
+            total.update(entry["eliminated"])
+        return {"rounds": self.rounds, "eliminated": dict(total)}
 
 
 def _seed_entry(item: dict[str, Any], position: int, field: str, data_field: str | None) -> _Entry:
@@ -377,92 +336,4 @@ def _advance(entry: _Entry, record: dict[str, Any] | None) -> _Entry:
     """The pool entry after a round: the accepted child, or the parent again."""
     if record is None:
         return entry
-    return replace(
-        entry,
-        parent_id=record["id"],
-        instruction=record["input"],
-        depth=entry.depth + 1,
-    )
-
-
-def _spent(results: list[RunResult]) -> RunStats:
-    total = RunStats()
-    for result in results:
-        add_stats(total, result.stats)
-    return total
-
-
-def _combine(results: list[RunResult], records: list[dict[str, Any]]) -> RunResult:
-    last = results[-1]
-    return RunResult(
-        records=records,
-        stats=_spent(results),
-        status=last.status,
-        stop_reason=last.stop_reason,
-        out=last.out,
-        errors=[e for r in results for e in r.errors],
-    )
-
-
-# --- the `forge evol` command -------------------------------------------------------------------
-def _run_command(args: argparse.Namespace, ctx: Any) -> Any:
-    return evol(
-        read_input(args, ctx),
-        rounds=args.rounds,
-        operations=args.operations,
-        model=args.model,
-        response_model=args.response_model,
-        judge_model=args.judge_model,
-        judge=not args.no_judge,
-        field=args.field,
-        data_field=args.data_field,
-        evolve_params={"temperature": args.temperature, "max_tokens": args.evolve_max_tokens},
-        response_params={"temperature": args.response_temperature, "max_tokens": args.max_tokens},
-        seed=args.seed,
-        out=args.out,
-        config=_run_config(args, ctx),
-    )
-
-
-def add_command(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "evol",
-        help="Evol-Instruct: make instructions harder (in-depth) or broader (in-breadth)",
-        description="Evol-Instruct (WizardLM): each round rewrites every instruction with one "
-        "operation (constraints, deepen, concretize, reasoning, complicate_input, breadth), "
-        "answers it, and eliminates failed evolutions (no new information per an LLM judge, "
-        "short 'sorry' responses, stop-word-only responses, copied template words); failed "
-        "items go back to the pool. Lineage keeps the evolution tree.",
-    )
-    add_input_option(p)
-    add_model_option(p)
-    p.add_argument("--rounds", type=int, default=3, help="evolution rounds (default 3)")
-    p.add_argument(
-        "--operations",
-        nargs="+",
-        choices=OPERATIONS,
-        default=list(OPERATIONS),
-        help="operations to choose from (default: all)",
-    )
-    p.add_argument("--field", default="input", help="field holding the instruction (default input)")
-    p.add_argument(
-        "--data-field",
-        default=None,
-        help="field holding input data for complicate_input (items without data skip it)",
-    )
-    p.add_argument("--response-model", default=None, help="model that answers (default --model)")
-    p.add_argument("--judge-model", default=None, help="elimination judge (default --model)")
-    p.add_argument(
-        "--no-judge", action="store_true", help="skip the LLM 'no new information' check"
-    )
-    p.add_argument(
-        "--temperature", type=float, default=0.7, help="evolution temperature (default 0.7)"
-    )
-    p.add_argument("--evolve-max-tokens", type=int, default=256, help="evolution max tokens")
-    p.add_argument(
-        "--response-temperature", type=float, default=0.0, help="response temperature (default 0)"
-    )
-    p.add_argument("--max-tokens", type=int, default=512, help="response max tokens (default 512)")
-    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
-    add_run_options(p)
-    p.set_defaults(handler=_run_command)
+    return replace(entry, parent_id=record["id"], instruction=record["input"], depth=entry.depth + 1)

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forgekit.commands import add_model_option, add_run_options, run_config_from_args
+from forgekit.cli.legacy import add_model_option, add_run_options, run_config_from_args
 from forgekit.data.records import fingerprint, make_lineage, make_record, record_id
+from forgekit.data.text import detect_script, length_units
 from forgekit.engine import RunContext, Task
 from forgekit.errors import ConfigError, UnsupportedOperationError
 from forgekit.methods._common import result_frame, run_method, split_run_options
@@ -157,40 +158,23 @@ _TEMPLATE_MARKERS = re.compile(
     r"^(user|assistant|system|model)\s*[:\n]",
     re.IGNORECASE,
 )
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
-
-
-def detect_language(text: str) -> str:
-    """A coarse script check, enough to drop instructions in the wrong script: 'zh' (mostly
-    CJK), 'en' (mostly Latin letters — accented Latin counts too), else 'other'."""
-    letters = [c for c in text if c.isalpha()]
-    if not letters:
-        return "other"
-    cjk = sum(1 for c in letters if _CJK.match(c))
-    if cjk / len(letters) > 0.3:
-        return "zh"
-    latin = sum(1 for c in letters if c.isascii() or "\u00c0" <= c <= "\u024f")
-    return "en" if latin / len(letters) > 0.9 else "other"
-
-
 def clean_instruction(text: str, fmt: ChatFormat) -> str:
     for stop in fmt.stops:
         text = text.split(stop, 1)[0]
     return text.strip()
 
 
-def instruction_problem(
+def query_problem(
     text: str, *, min_words: int, language: str | None, seen: set[str]
 ) -> str | None:
-    """Why an instruction is dropped (the name of the filter), or None to keep it."""
+    """Why a generated query is dropped (the name of the filter), or None to keep it."""
     if not text:
         return "empty"
-    words = len(text.split()) if detect_language(text) != "zh" else len(_CJK.findall(text)) // 2
-    if words < min_words:
+    if length_units(text) < min_words:
         return "too_short"
     if _TEMPLATE_MARKERS.search(text):
         return "template_echo"
-    if language and detect_language(text) != language:
+    if language and detect_script(text) != language:
         return "wrong_language"
     key = " ".join(text.lower().split())
     if key in seen:
@@ -295,7 +279,7 @@ def magpie(
             generated = await ctx.complete(prompt, params=params)
             raw_instructions.append(generated.text)
             instruction = clean_instruction(generated.text, fmt)
-            problem = instruction_problem(
+            problem = query_problem(
                 instruction, min_words=min_words, language=language, seen=seen
             )
             if problem:

@@ -28,13 +28,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from forgekit.commands import add_model_option, add_run_options, run_config_from_args
+from forgekit.cli.legacy import add_model_option, add_run_options, run_config_from_args
 from forgekit.data.io import read_records
 from forgekit.data.records import fingerprint, make_lineage, make_record, record_id
 from forgekit.engine import RunContext, RunResult, RunStats, Task
 from forgekit.errors import ConfigError
 from forgekit.evaluate.rouge import RougePool
-from forgekit.evaluate.text import _CJK_RE
 from forgekit.methods._common import (
     add_stats,
     budget_exhausted,
@@ -50,7 +49,8 @@ from forgekit.methods._text import (
     strip_quotes,
     with_seed,
 )
-from forgekit.methods.magpie import detect_language
+from forgekit.data.text import detect_script, length_units
+from forgekit.methods.parsing import parse_yes_no
 from forgekit.models import SamplingParams
 
 LANGUAGES = ("en", "zh")
@@ -165,14 +165,6 @@ _BLACKLIST_EN_RE = re.compile(
 _PROGRAM_PREFIXES = ("write a program", "编写一个程序", "写一个程序", "编写程序", "写一段程序")
 
 
-def length_units(text: str) -> float:
-    """Words for space-delimited text; a CJK character counts as half a word (a Chinese
-    word is about two characters), so the 3/150-word limits mean 6/300 characters."""
-    cjk = len(_CJK_RE.findall(text))
-    latin = len(_CJK_RE.sub(" ", text).split())
-    return latin + cjk / 2
-
-
 def instruction_problem(
     text: str, language: str = "en", *, min_words: float = 3, max_words: float = 150
 ) -> str | None:
@@ -193,7 +185,7 @@ def instruction_problem(
         return "starts_with_punctuation"
     if language == "en" and not text[0].isascii():
         return "non_ascii_start"
-    if language == "zh" and detect_language(text) != "zh":
+    if language == "zh" and detect_script(text) != "zh":
         return "wrong_language"
     return None
 
@@ -209,15 +201,6 @@ _CLASSIFICATION_HINTS = re.compile(
 def looks_like_classification(task: str) -> bool:
     """A keyword guess, used when the model's yes/no cannot be read (or when asked to)."""
     return bool(_CLASSIFICATION_HINTS.search(task))
-
-
-def parse_yes_no(text: str) -> bool | None:
-    head = text.strip().lstrip("*：: ").lower()
-    if re.match(r"(yes|true|是(?!否)|对)\b", head) or head.startswith("是"):
-        return True
-    if re.match(r"(no|false|not)\b", head) or head.startswith(("否", "不是", "不")):
-        return False
-    return None
 
 
 # --- seeds ---------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from forgekit.commands import add_input_option, add_model_option, add_run_options, read_input
-from forgekit.commands import run_config_from_args as _run_config
+from forgekit.cli.legacy import add_input_option, add_model_option, add_run_options, read_input
+from forgekit.cli.legacy import run_config_from_args as _run_config
 from forgekit.data.records import fingerprint, make_lineage, make_record, record_id
 from forgekit.engine import RunContext, Task
 from forgekit.errors import ConfigError

@@ -1,9 +1,10 @@
 """The `forge` command. The `%forge` magics use the very same parser (`build_parser`), so every
 option is defined once.
 
-Commands live next to the code they drive: each module in `COMMAND_MODULES` has a
-`register(subparsers)` function that adds its subcommands with `set_defaults(handler=...)`.
-A handler takes `(args, ctx: CommandContext)` and returns a DataFrame, a string or a dict.
+Each module in `COMMAND_MODULES` has a `register(subparsers)` function that adds its
+subcommands with `set_defaults(handler=...)`; the method commands are generated from the
+method declarations (forgekit.cli.methods). A handler takes `(args, ctx: CommandContext)`
+and returns a DataFrame, a string or a dict.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from forgekit import __version__
 from forgekit.errors import ConfigError, ForgeError
 
 COMMAND_MODULES = (
-    "forgekit.commands",
-    "forgekit.methods.commands",
-    "forgekit.evaluate.commands",
-    "forgekit.runfile",
-    "forgekit.batch",
+    "forgekit.cli.core",
+    "forgekit.cli.methods",
+    "forgekit.cli.legacy",  # COMPAT (issue 12): methods not yet declared; delete with it
+    "forgekit.cli.evaluate",
+    "forgekit.cli.run",
+    "forgekit.cli.batch",
 )
 
 
@@ -196,7 +198,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     if output:
         print(output)
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

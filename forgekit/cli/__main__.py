@@ -1,0 +1,7 @@
+"""`python -m forgekit.cli ...` is `forge ...`."""
+
+import sys
+
+from forgekit.cli.app import main
+
+sys.exit(main())

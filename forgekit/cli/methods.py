@@ -1,0 +1,159 @@
+"""`forge <method>` for every declared method, generated from its options declaration
+(forgekit.methods.spec): one flag per option, with the declared help, default, choices and
+type; a template option gets `--NAME` and `--NAME-file`, a sampling option its declared flags
+(e.g. --temperature, --max-tokens), a boolean that defaults to True a `--no-NAME` switch.
+The `%forge` magics use these very parsers."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from forgekit.cli.options import (
+    add_input_option,
+    add_model_option,
+    add_run_options,
+    run_config_from_args,
+)
+from forgekit.methods.registry import methods
+from forgekit.methods.runner import call
+from forgekit.methods.spec import Method, OptionInfo, is_required, options_of
+
+_SAMPLING_TYPES = {"temperature": float, "top_p": float, "max_tokens": int, "seed": int}
+_SAMPLING_WORDS = {"temperature": "sampling temperature", "max_tokens": "max tokens"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    for cls in methods().values():
+        add_method_command(subparsers, cls)
+
+
+def add_method_command(subparsers: argparse._SubParsersAction, cls: type[Method]) -> None:
+    doc = " ".join((cls.__doc__ or cls.help).split())
+    parser = subparsers.add_parser(cls.command or cls.name, help=cls.help, description=doc)
+    if cls.inputs != "none":
+        add_input_option(parser, required=cls.inputs == "required")
+    add_model_option(parser)
+    hints = typing.get_type_hints(cls.Options)
+    templates = parser.add_argument_group("prompt templates (Jinja2)")
+    group = parser.add_argument_group(f"{cls.name} options")
+    for field, info in options_of(cls.Options):
+        if not info.cli:
+            continue
+        if info.kind == "template":
+            _add_template(templates, field, info)
+        elif info.kind == "sampling":
+            _add_sampling(group, field, info)
+        else:
+            _add_value(group, field, info, hints[field.name])
+    add_run_options(parser)
+    parser.set_defaults(handler=partial(run_command, cls))
+
+
+def _flag(field: dataclasses.Field, info: OptionInfo, negate: bool = False) -> list[str]:
+    long = info.flag or f"--{'no-' if negate else ''}{field.name.replace('_', '-')}"
+    return [info.short, long] if info.short else [long]
+
+
+def _with_default(help: str, default: Any) -> str:
+    if default is None or default is False or default in ((), "") or "default" in help:
+        return help
+    shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+    return f"{help} (default {shown})"
+
+
+def _add_template(group: Any, field: dataclasses.Field, info: OptionInfo) -> None:
+    flag = info.flag or f"--{field.name.replace('_', '-')}"
+    exclusive = group.add_mutually_exclusive_group(required=is_required(field))
+    default = None if is_required(field) else field.default
+    exclusive.add_argument(flag, dest=field.name, default=default, help=info.help)
+    exclusive.add_argument(
+        f"{flag}-file",
+        dest=f"{field.name}_file",
+        metavar="FILE",
+        help=f"read the {field.name} template from a file",
+    )
+
+
+def _add_sampling(group: Any, field: dataclasses.Field, info: OptionInfo) -> None:
+    for param, flag in (info.flags or {}).items():
+        words = _SAMPLING_WORDS.get(param, param.replace("_", " "))
+        group.add_argument(
+            flag,
+            dest=f"{field.name}.{param}",
+            metavar=param.upper(),
+            type=_SAMPLING_TYPES.get(param, float),
+            default=None,
+            help=_with_default(f"{words} for {info.help}", (info.defaults or {}).get(param)),
+        )
+
+
+def _add_value(group: Any, field: dataclasses.Field, info: OptionInfo, hint: Any) -> None:
+    required = is_required(field)
+    default = None if required else field.default
+    kwargs: dict[str, Any] = {"dest": field.name, "required": required}
+    if _base_type(hint) is bool:
+        negate = default is True
+        group.add_argument(
+            *_flag(field, info, negate),
+            action="store_false" if negate else "store_true",
+            help=f"turn off: {info.help}" if negate else info.help,
+            **kwargs,
+        )
+        return
+    many = _is_sequence(hint)
+    element = _element_type(hint) if many else _base_type(hint)
+    kwargs.update(
+        default=default,
+        type=info.from_text or (element if element in (int, float) else str),
+        help=_with_default(info.help, default),
+    )
+    if many:
+        kwargs["nargs"] = "+"
+    if info.choices is not None:
+        kwargs["choices"] = info.choices
+    if info.metavar:
+        kwargs["metavar"] = info.metavar
+    group.add_argument(*_flag(field, info), **kwargs)
+
+
+def _base_type(hint: Any) -> Any:
+    """X for `X | None`; the hint itself otherwise."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return args[0] if len(args) == 1 else str
+    return hint
+
+
+def _is_sequence(hint: Any) -> bool:
+    return typing.get_origin(_base_type(hint)) in (tuple, list)
+
+
+def _element_type(hint: Any) -> Any:
+    args = typing.get_args(_base_type(hint))
+    return args[0] if args else str
+
+
+def run_command(cls: type[Method], args: argparse.Namespace, ctx: Any) -> Any:
+    """Call the method with what the command line gave."""
+    kwargs: dict[str, Any] = {}
+    for field, info in options_of(cls.Options):
+        if not info.cli:
+            continue
+        if info.kind == "template":
+            path = getattr(args, f"{field.name}_file", None)
+            kwargs[field.name] = Path(path) if path else getattr(args, field.name)
+        elif info.kind == "sampling":
+            given = {p: getattr(args, f"{field.name}.{p}") for p in info.flags or {}}
+            kwargs[field.name] = {p: v for p, v in given.items() if v is not None}
+        else:
+            kwargs[field.name] = getattr(args, field.name)
+    input_name = getattr(args, "input", None)
+    data = ctx.resolve_input(input_name) if input_name is not None else None
+    run = {"model": args.model, "out": args.out, "config": run_config_from_args(args, ctx)}
+    return call(cls, data, {**kwargs, **run})

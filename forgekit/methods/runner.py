@@ -1,0 +1,340 @@
+"""The one runner every declared method goes through (see forgekit.methods.spec).
+
+`call(MethodClass, data, keywords)` is what `forgekit.methods.<name>(...)` does:
+
+1. split the keywords into the method's options, `model`, `out`, and engine options
+   (`config=RunConfig(...)` and/or any RunConfig field, e.g. concurrency=4);
+2. check the options (required, choices, minimum) and resolve them once: template files are
+   read, sampling parameters merged over the method's defaults, model names turned into
+   Model objects — the engine receives objects and never resolves a name again;
+3. derive the resume identity (the job) from the declared options;
+4. read the input (DataFrame, list of dicts, or a JSONL/JSON/CSV/Parquet path) and let the
+   method `prepare` its work items — every check happens before the first request;
+5. run the method's stages on one event loop (`Stages`): ids, tasks, budgets that cover the
+   whole call, `overwrite` applied by the first stage only, inputs the method could not use
+   recorded as errors by the engine;
+6. return a DataFrame whose `attrs['forgekit']` hold the status, stats, errors, counters and
+   the method's summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from forgekit.data.records import fingerprint, record_id
+from forgekit.engine import RunConfig, RunResult, RunStats, Task, arun, run_sync
+from forgekit.errors import ConfigError
+from forgekit.methods.prompting import load_template
+from forgekit.methods.samplers import model_key
+from forgekit.methods.spec import Method, is_required, options_of
+from forgekit.models import Model, SamplingParams, get_model
+
+# Keywords every method accepts and hands to the engine (see RunConfig).
+RUN_OPTIONS = tuple(f for f in RunConfig.__dataclass_fields__ if f != "description")
+
+
+def call(cls: type[Method], data: Any, kwargs: dict[str, Any]):
+    """Run method `cls` on `data` with `kwargs` (options + run options); a DataFrame."""
+    kwargs = dict(kwargs)
+    model, out = kwargs.pop("model", None), kwargs.pop("out", None)
+    config = run_config(cls.name, kwargs)
+    options = resolve(cls, kwargs)
+    job = {"method": cls.name, "model": model_key(model), **identity(cls, options)}
+    models = Models(model, options)
+    method = cls(models.resolved_options)
+    items = method.prepare(read_input(cls, data))
+    run = Run(method, models, out, config, job)
+    result = run_sync(lambda: run.execute(items))
+    return frame(result, method=cls.name, **method.summary(result.records))
+
+
+# -- options -------------------------------------------------------------------------------
+def run_config(name: str, kwargs: dict[str, Any]) -> RunConfig:
+    """Take the engine options out of `kwargs`; `config=` is the base, keywords win."""
+    base = kwargs.pop("config", None) or RunConfig()
+    if not isinstance(base, RunConfig):
+        raise TypeError(f"{name}(): config must be a RunConfig, got {type(base).__name__}")
+    overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in RUN_OPTIONS}
+    return replace(base, **overrides) if overrides else base
+
+
+def resolve(cls: type[Method], given: dict[str, Any]) -> Any:
+    """The Options instance for `given`, checked, with templates read and sampling merged."""
+    declared = {field.name: (field, info) for field, info in options_of(cls.Options)}
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise TypeError(
+            f"{cls.name}() got unexpected option(s): {', '.join(unknown)} "
+            f"(options: {', '.join(declared)}; run options: model, out, config, "
+            f"{', '.join(RUN_OPTIONS)})"
+        )
+    values: dict[str, Any] = {}
+    for name, (field, info) in declared.items():
+        if name not in given:
+            if is_required(field):
+                raise ConfigError(f"{cls.name}: option {name!r} is required ({info.help})")
+            value = field.default
+        else:
+            value = given[name]
+        if info.kind == "template" and value is not None:
+            value = load_template(value, what=f"{name} template")
+        elif info.kind == "sampling":
+            value = merge_sampling(name, info.defaults or {}, value)
+        elif info.choices is not None and value is not None:
+            wrong = [v for v in _as_list(value) if v not in info.choices]
+            if wrong or (isinstance(value, (list, tuple)) and not value):
+                raise ConfigError(
+                    f"{cls.name}: {name}: {'unknown ' + repr(wrong) if wrong else 'empty'}; "
+                    f"choose from {', '.join(map(str, info.choices))}"
+                )
+        if info.minimum is not None and value is not None and value < info.minimum:
+            raise ConfigError(f"{cls.name}: {name} must be >= {info.minimum:g}, got {value}")
+        values[name] = tuple(value) if isinstance(value, list) else value
+    return cls.Options(**values)
+
+
+def merge_sampling(name: str, defaults: dict[str, Any], value: Any) -> SamplingParams:
+    """The one way sampling parameters combine: the method's defaults, overridden by every
+    parameter the caller set (None means "not set")."""
+    given = value.to_dict() if isinstance(value, SamplingParams) else dict(value or {})
+    try:
+        return SamplingParams.coerce(defaults, **given)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def identity(cls: type[Method], options: Any) -> dict[str, Any]:
+    """The declared options that make up the resume identity, as JSON-able values."""
+    return {
+        field.name: _jsonable(getattr(options, field.name))
+        for field, info in options_of(cls.Options)
+        if info.identity
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, SamplingParams):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (Path, re.Pattern)):
+        return str(value.pattern if isinstance(value, re.Pattern) else value)
+    if isinstance(value, Model):
+        return value.identity
+    if isinstance(value, type) and hasattr(value, "model_json_schema"):  # a pydantic model
+        return {"class": value.__qualname__, "schema": value.model_json_schema()}
+    if callable(value):
+        return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', value)}"
+    return repr(value)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple, set)) else [value]
+
+
+class Models:
+    """The run's models, resolved once: the main one and every model-kind option."""
+
+    def __init__(self, model: str | Model | None, options: Any) -> None:
+        self._created: list[Model] = []
+        self.main = self._resolve(model)
+        changes = {
+            field.name: self._resolve(getattr(options, field.name))
+            for field, info in options_of(type(options))
+            if info.kind == "model" and getattr(options, field.name) is not None
+        }
+        self.resolved_options = replace(options, **changes) if changes else options
+
+    def _resolve(self, model: str | Model | None) -> Model:
+        if model is not None and not isinstance(model, str):
+            return model
+        resolved = get_model(model)
+        self._created.append(resolved)
+        return resolved
+
+    async def aclose(self) -> None:
+        """Close what this run created (HTTP clients belong to the run's event loop)."""
+        for model in self._created:
+            try:
+                await model.aclose()
+            except Exception:  # closing must never hide the run's own result or error
+                pass
+
+
+def read_input(cls: type[Method], data: Any) -> list[dict[str, Any]]:
+    from forgekit.data.io import read_records
+
+    if cls.inputs == "none":
+        if data is not None:
+            raise TypeError(f"{cls.name}() takes no input data")
+        return []
+    if data is None:
+        if cls.inputs == "optional":
+            return [{}]
+        raise ConfigError(
+            f"{cls.name}: no input data: pass a DataFrame, a list of dicts or a JSONL path"
+        )
+    records = read_records(data)
+    if not records:
+        raise ConfigError(f"{cls.name}: the input holds no records")
+    return records
+
+
+# -- running -------------------------------------------------------------------------------
+@dataclass
+class StageResult:
+    """One stage's run, and its record (or None) for each item it was given, in order."""
+
+    result: RunResult
+    outputs: list[dict[str, Any] | None]
+
+    @property
+    def completed(self) -> bool:
+        return self.result.status == "completed"
+
+
+class Run:
+    """One call's stages on one event loop; `Stages` is the face a method sees."""
+
+    def __init__(
+        self, method: Method, models: Models, out: Any, config: RunConfig, job: dict[str, Any]
+    ) -> None:
+        self.method, self.models, self.out, self.config, self.job = (
+            method,
+            models,
+            out,
+            config,
+            job,
+        )
+        self.job_key = fingerprint(job, 16)
+        self.results: list[RunResult] = []
+
+    async def execute(self, items: Sequence[Any] | Iterable[Any]) -> RunResult:
+        try:
+            await self.method.run(Stages(self), items)
+        finally:
+            await self.models.aclose()
+        return self.combined()
+
+    def spent(self) -> RunStats:
+        total = RunStats()
+        for result in self.results:
+            for name in RunStats.__dataclass_fields__:
+                setattr(total, name, getattr(total, name) + getattr(result.stats, name))
+        return total
+
+    def stage_config(self, label: str | None) -> RunConfig:
+        """Budgets cover the whole call; only the first stage may move an old output aside
+        (a later one would move the earlier stages' records aside too)."""
+        spent = self.spent()
+        config = self.config
+        return replace(
+            config,
+            max_requests=_left(config.max_requests, spent.requests),
+            max_total_tokens=_left(config.max_total_tokens, spent.tokens),
+            max_cost=_left(config.max_cost, spent.cost),
+            overwrite=config.overwrite and not self.results,
+            description=label or config.description or self.method.name,
+        )
+
+    def combined(self) -> RunResult:
+        if not self.results:
+            return RunResult(records=[], stats=RunStats(), status="completed")
+        last = self.results[-1]
+        return RunResult(
+            records=[r for result in self.results for r in result.records],
+            stats=self.spent(),
+            status=last.status,
+            stop_reason=last.stop_reason,
+            out=last.out,
+            errors=[e for result in self.results for e in result.errors],
+        )
+
+
+def _left(limit: float | None, used: float) -> Any:
+    return None if limit is None else max(type(limit)(0), limit - used)
+
+
+class Stages:
+    """Runs a method's work through the engine; a method calls `run` once per stage."""
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+
+    async def run(
+        self,
+        items: Sequence[Any] | Iterable[Any],
+        *,
+        produce: Any = None,
+        stage: Any = None,
+        label: str | None = None,
+        limit: int | None = None,
+    ) -> StageResult:
+        """Run `produce(ctx, item)` (default: the method's) for every item; `stage` tells
+        apart the ids of several stages over the same items (e.g. the round number)."""
+        run = self._run
+        method = run.method
+        produce = produce or method.produce
+        ids: list[str] = []
+
+        def tasks() -> Iterable[Task]:
+            for index, item in enumerate(items):
+                inputs = {"job": run.job_key, "item": fingerprint(method.key(item), 16)}
+                if stage is not None:
+                    inputs["stage"] = stage
+                task_id = record_id(method.name, inputs, index)
+                ids.append(task_id)
+                info = {"index": index, **({"stage": stage} if stage is not None else {})}
+                yield Task(id=task_id, fn=lambda ctx, it=item: produce(ctx, it), info=info)
+            if not run.results:  # the first stage reports the inputs the method refused
+                yield from _input_error_tasks(method, run.job_key)
+
+        # A list when the items are: the engine shows a total, and every item gets an id
+        # (and an entry in `outputs`) even when a budget stops the stage early.
+        stream = list(tasks()) if isinstance(items, Sequence) else tasks()
+        result = await arun(
+            stream,
+            model=run.models.main,
+            out=run.out,
+            config=run.stage_config(label),
+            limit=limit,
+            job=run.job,
+        )
+        run.results.append(result)
+        by_id = {record["id"]: record for record in result.records}
+        return StageResult(result, [by_id.get(task_id) for task_id in ids])
+
+
+def _input_error_tasks(method: Method, job_key: str) -> Iterable[Task]:
+    for where, error in method.input_errors:
+
+        async def fail(ctx: Any, error: BaseException = error) -> None:
+            raise error
+
+        task_id = record_id(f"{method.name}/input", {"job": job_key, "where": where})
+        yield Task(id=task_id, fn=fail, info=where)
+
+
+def frame(result: RunResult, **details: Any):
+    """The records as a DataFrame; how the run went and the method's details in
+    `df.attrs['forgekit']`."""
+    df = result.to_dataframe()
+    df.attrs["forgekit"] = {
+        "status": result.status,
+        "stop_reason": result.stop_reason,
+        "summary": result.summary(),
+        "stats": dataclasses.asdict(result.stats),
+        "out": str(result.out) if result.out else None,
+        "errors": result.errors,
+        **details,
+    }
+    return df

@@ -1,0 +1,90 @@
+"""Several sources of answers for one item — models x temperatures x seeds — as a list of
+`Sampler`s (vote's voters, dpo's responders), and how a model is named in records and in a
+run's resume identity."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from forgekit.errors import ConfigError
+from forgekit.models import Model, SamplingParams
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """One source of answers: a model with its own sampling parameters."""
+
+    name: str
+    model: str | Model | None
+    params: SamplingParams
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model": model_label(self.model),
+            "temperature": self.params.temperature,
+            "seed": self.params.seed,
+        }
+
+
+def model_label(model: str | Model | None) -> str | None:
+    return model if model is None or isinstance(model, str) else model.name
+
+
+def model_key(model: str | Model | None) -> str | None:
+    """What identifies a model in a job dict (resume safety): its name or identity."""
+    return model if model is None or isinstance(model, str) else model.identity
+
+
+def check_model_name(model: str | Model | None) -> None:
+    """Fail before any request on a model name no profile defines."""
+    if isinstance(model, str):
+        from forgekit.config import get_profile
+
+        get_profile(model)
+
+
+def build_samplers(
+    *,
+    model: str | Model | None,
+    models: Sequence[str | Model] | None,
+    temperatures: Sequence[float] | None,
+    seeds: Sequence[int] | None,
+    n: int | None,
+    base: SamplingParams,
+    seed: int,
+) -> list[Sampler]:
+    """Every combination of models x temperatures (x seeds), cycled up to `n` samplers.
+
+    Repeats of one combination get distinct seeds, so one model at one temperature still
+    gives `n` different samples (and `n` different cache keys).
+    """
+    if models and model is not None:
+        raise ConfigError("give either model= or models=, not both")
+    chosen_models = list(models) if models else [model]
+    temps: list[float | None] = list(temperatures) if temperatures else [base.temperature]
+    combos = [(m, t, s) for m in chosen_models for t in temps for s in (seeds or [None])]
+    count = len(combos) if n is None else n
+    if count < 1:
+        raise ConfigError(f"the number of samples must be >= 1, got {count}")
+    for m in chosen_models:
+        check_model_name(m)
+    samplers: list[Sampler] = []
+    used: set[str] = set()
+    for j in range(count):
+        m, t, s = combos[j % len(combos)]
+        if s is None or j >= len(combos):
+            s = (seed if s is None else s) + j
+        name = model_label(m) or "default"
+        if len(temps) > 1:
+            name += f"@T{t:g}" if t is not None else "@T-"
+        if seeds and len(seeds) > 1:
+            name += f"#s{s}"
+        if name in used:
+            name += f"#{j}"
+        used.add(name)
+        samplers.append(Sampler(name, m, SamplingParams.coerce(base, temperature=t, seed=s)))
+    return samplers
+

@@ -1,0 +1,187 @@
+"""What a method is: its options, declared once, and its logic — prompts, parse, select.
+
+    @dataclass(frozen=True, kw_only=True)
+    class ShoutOptions:
+        field: str = option("input", help="field holding the text")
+        params: SamplingParams = sampling(temperature=0.0, max_tokens=64, help="each answer")
+
+    class Shout(Method):
+        '''Rewrite each text in capitals.'''          # `forge shout --help` shows this
+        name = "shout"                                # forgekit.methods.shout, `forge shout`
+        help = "rewrite texts in capitals"            # the one line in `forge --help`
+        Options = ShoutOptions
+
+        async def produce(self, ctx, item):
+            answer = await ctx.chat(user(f"Capitalize: {item[self.options.field]}"),
+                                    params=self.options.params)
+            return make_record(id=ctx.task.id, input=item[self.options.field],
+                               output=answer.text, carry=item)
+
+Everything else — reading the input, run options, resolving models, ids, the engine, stage
+budgets, resume, `df.attrs` — is the runner's (forgekit.methods.runner). The options class
+is also the run's resume identity: every option with `identity=True` (the default) goes into
+the job fingerprint, so a resumed output file never mixes records made with other settings.
+The `forge` command, the `%forge` magics and `forge run` YAML are built from the same
+declarations by forgekit.cli and forgekit.runfile; this module knows nothing about them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from forgekit.engine import RunContext
+    from forgekit.methods.runner import Stages
+
+# The kinds of option the runner treats specially (see OptionInfo.kind).
+KINDS = ("value", "template", "model", "sampling")
+
+
+@dataclass(frozen=True)
+class OptionInfo:
+    """How an option is documented, checked, resolved and shown on the command line.
+
+    kind: 'value' (plain), 'template' (a Jinja2 string, or a Path to a template file: the
+    runner reads the file; the CLI adds --NAME-file), 'model' (a profile name or a Model:
+    the runner resolves it once), 'sampling' (SamplingParams or a dict, merged over
+    `defaults` one way for every method; the CLI shows `flags`, e.g. --temperature).
+    """
+
+    help: str
+    kind: str = "value"
+    flag: str | None = None  # the long command-line flag; default --name (--no-name for True)
+    short: str | None = None  # e.g. "-n"
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    metavar: str | None = None
+    from_text: Callable[[str], Any] | None = None  # a command-line string -> the value
+    identity: bool = True  # part of the resume identity (the job fingerprint)
+    cli: bool = True  # offered on the command line (False: Python-only values)
+    defaults: dict[str, Any] | None = None  # kind='sampling': the method's own defaults
+    flags: dict[str, str] | None = None  # kind='sampling': parameter -> command-line flag
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str, **info: Any) -> Any:
+    """A method option: `default` (omit it for a required one) and how it is documented."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("option defaults must be immutable: use a tuple")
+    meta = {"forgekit": OptionInfo(help=help, **info)}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def template(default: Any = dataclasses.MISSING, *, help: str, **info: Any) -> Any:
+    """A prompt template option: a Jinja2 string, or a `Path` to a template file."""
+    return option(default, help=help, kind="template", **info)
+
+
+def model_option(*, help: str, **info: Any) -> Any:
+    """A second model (besides the run's `model`), resolved once by the runner; None means
+    the run's model."""
+    return option(None, help=help, kind="model", **info)
+
+
+def sampling(*, help: str, flags: dict[str, str] | None = None, **defaults: Any) -> Any:
+    """Sampling parameters with this method's defaults, e.g. `sampling(temperature=0.7,
+    max_tokens=512, help="each answer")`. Callers override any of them; after resolution
+    the option holds a `SamplingParams`. `flags` names the command-line flags (default
+    --temperature and --max-tokens)."""
+    flags = flags or {"temperature": "--temperature", "max_tokens": "--max-tokens"}
+    return option(None, help=help, kind="sampling", defaults=defaults, flags=flags)
+
+
+def option_info(field: dataclasses.Field) -> OptionInfo:
+    info = field.metadata.get("forgekit")
+    if info is None:
+        raise TypeError(f"option {field.name!r} is not declared with option()/template()/...")
+    return info
+
+
+def options_of(cls: type) -> list[tuple[dataclasses.Field, OptionInfo]]:
+    """The declared options of an Options dataclass, in declaration order."""
+    return [(f, option_info(f)) for f in dataclasses.fields(cls)]
+
+
+def is_required(field: dataclasses.Field) -> bool:
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """For a method without options of its own."""
+
+
+class Method:
+    """A synthesis method: subclass it, set `name`, `help`, `Options`, write `produce`.
+
+    One instance serves one call: `self.options` holds the resolved options (templates as
+    text, models as Model objects, sampling as SamplingParams) and `self.counts` counters
+    that end up in `df.attrs['forgekit']['counts']`.
+
+    Hooks, in the order the runner calls them:
+    - `prepare(records)`: check and turn the input records into work items before any
+      request is sent (default: the records themselves). May return an endless iterator.
+    - `run(stages, items)`: the stages (default: one, `produce` once per item). A method
+      with rounds calls `await stages.run(...)` several times; see forgekit.methods.evol.
+    - `produce(ctx, item)`: one item -> one record (or None: filtered out).
+    - `summary(records)`: extra entries for `df.attrs['forgekit']`.
+    """
+
+    name: ClassVar[str]
+    help: ClassVar[str]
+    Options: ClassVar[type] = NoOptions
+    inputs: ClassVar[str] = "required"  # "required" | "optional" (None: one empty item) | "none"
+    command: ClassVar[str | None] = None  # the CLI name when it differs from `name`
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:  # a concrete method: declaring it registers it
+            from forgekit.methods.registry import register
+
+            register(cls)
+
+    def __init__(self, options: Any) -> None:
+        self.options = options
+        self.counts: Counter[str] = Counter()
+        self.input_errors: list[tuple[dict[str, Any], BaseException]] = []
+
+    # -- hooks ------------------------------------------------------------------------------
+    def prepare(self, records: list[dict[str, Any]]) -> Sequence[Any] | Iterable[Any]:
+        return records
+
+    def key(self, item: Any) -> Any:
+        """What identifies an item for resume (with the job and its position)."""
+        if isinstance(item, dict):
+            return {k: v for k, v in item.items() if k != "lineage"}
+        if dataclasses.is_dataclass(item):
+            return dataclasses.asdict(item)
+        return item
+
+    @property
+    def limit(self) -> int | None:
+        """Stop after this many records (None: when the items run out)."""
+        return None
+
+    async def run(self, stages: Stages, items: Sequence[Any] | Iterable[Any]) -> None:
+        await stages.run(items, limit=self.limit)
+
+    async def produce(self, ctx: RunContext, item: Any) -> dict[str, Any] | None:
+        raise NotImplementedError(f"{type(self).__name__} must define produce(ctx, item)")
+
+    def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"counts": dict(self.counts)} if self.counts else {}
+
+    # -- helpers for methods ----------------------------------------------------------------
+    def input_error(self, where: dict[str, Any], error: BaseException) -> None:
+        """An input the method cannot use (e.g. an unreadable file): it is not fatal; the
+        engine records it in the run's errors (and the .errors.jsonl next to `out`)."""
+        self.input_errors.append((where, error))
+
+
+def user(text: str, system: str | None = None) -> list[dict[str, str]]:
+    """Chat messages: an optional system message, then one user message."""
+    messages = [{"role": "system", "content": system}] if system else []
+    return [*messages, {"role": "user", "content": text}]

@@ -48,28 +48,38 @@ def test_system_and_multi_turn_rendering():
 
 
 def test_filters_count_what_they_remove(stub, stub_model):
-    stub.configure(rules=[{
-        "match": r"^<\|im_start\|>user\n$",
-        "contents": [
-            "How do I sort a list of tuples by the second item in Python?",
-            "",                                          # empty
-            "Hi there",                                  # too short (2 words)
-            "User: tell me a joke about cats please",    # template echo
-            "如何在周末学习一门新的编程语言并坚持下去？",     # wrong language (en wanted)
-            "How do I sort a list of tuples by the second item in Python?",  # duplicate
-            "What are three good habits for writing clear commit messages?",
-        ],
-    }])
-    df = magpie(2, model=stub_model, template="chatml", language="en", concurrency=1,
-                progress=False)
+    stub.configure(
+        rules=[
+            {
+                "match": r"^<\|im_start\|>user\n$",
+                "contents": [
+                    "How do I sort a list of tuples by the second item in Python?",
+                    "",  # empty
+                    "Hi there",  # too short (2 words)
+                    "User: tell me a joke about cats please",  # template echo
+                    "如何在周末学习一门新的编程语言并坚持下去？",  # wrong language (en wanted)
+                    "How do I sort a list of tuples by the second item in Python?",  # duplicate
+                    "What are three good habits for writing clear commit messages?",
+                ],
+            }
+        ]
+    )
+    df = magpie(
+        2, model=stub_model, template="chatml", language="en", concurrency=1, progress=False
+    )
     assert list(df["input"]) == [
         "How do I sort a list of tuples by the second item in Python?",
         "What are three good habits for writing clear commit messages?",
     ]
     assert list(df["output"]) == [f"echo: {q}" for q in df["input"]]
     info = df.attrs["forgekit"]
-    assert info["filtered"] == {"empty": 1, "too_short": 1, "template_echo": 1,
-                                "wrong_language": 1, "duplicate": 1}
+    assert info["filtered"] == {
+        "empty": 1,
+        "too_short": 1,
+        "template_echo": 1,
+        "wrong_language": 1,
+        "duplicate": 1,
+    }
     assert info["generations"] == 7
     # Sampling per stage: instructions at T=1 with a newline stop, responses at T=0.
     lineage = df["lineage"].iloc[0]
@@ -79,20 +89,35 @@ def test_filters_count_what_they_remove(stub, stub_model):
 
 
 def test_newline_stop_can_be_switched_off(stub, stub_model):
-    df = magpie(1, model=stub_model, template="chatml", newline_stop=False, progress=False,
-                min_words=1)
+    df = magpie(
+        1, model=stub_model, template="chatml", newline_stop=False, progress=False, min_words=1
+    )
     assert "\n" not in df["lineage"].iloc[0]["params"]["instruction"]["stop"]
 
 
 def test_multi_turn_records_history_and_system(stub, stub_model):
-    stub.configure(rules=[{"match": r"<\|im_start\|>user\n$",
-                           "contents": [f"Question number {i} about rivers?" for i in range(9)]}])
-    df = magpie(2, model=stub_model, template="chatml", n_turns=2, system="Geography only.",
-                concurrency=1, progress=False)
+    stub.configure(
+        rules=[
+            {
+                "match": r"<\|im_start\|>user\n$",
+                "contents": [f"Question number {i} about rivers?" for i in range(9)],
+            }
+        ]
+    )
+    df = magpie(
+        2,
+        model=stub_model,
+        template="chatml",
+        n_turns=2,
+        system="Geography only.",
+        concurrency=1,
+        progress=False,
+    )
     first = df.iloc[0]
     assert first["system"] == "Geography only."
-    assert first["history"] == [["Question number 0 about rivers?",
-                                 "echo: Question number 0 about rivers?"]]
+    assert first["history"] == [
+        ["Question number 0 about rivers?", "echo: Question number 0 about rivers?"]
+    ]
     assert first["input"] == "Question number 1 about rivers?"
     assert first["output"] == "echo: Question number 1 about rivers?"
     assert len(first["metadata"]["raw_instructions"]) == 2
@@ -114,11 +139,20 @@ def test_unknown_template_and_missing_template(stub, tmp_path, monkeypatch):
 
 
 def test_second_call_costs_zero_requests_and_budget_resume(stub, stub_model, tmp_path):
-    stub.configure(rules=[{"match": r"user\n$",
-                           "contents": [f"Distinct question {i}?" for i in range(50)]}])
+    stub.configure(
+        rules=[{"match": r"user\n$", "contents": [f"Distinct question {i}?" for i in range(50)]}]
+    )
     out = tmp_path / "m.jsonl"
-    first = magpie(6, model=stub_model, template="chatml", out=out, progress=False,
-                   max_requests=5, min_words=1, concurrency=1)
+    first = magpie(
+        6,
+        model=stub_model,
+        template="chatml",
+        out=out,
+        progress=False,
+        max_requests=5,
+        min_words=1,
+        concurrency=1,
+    )
     assert first.attrs["forgekit"]["status"] == "stopped"
     assert len(first) == 2  # 2 records = 4 requests; the 5th record's answer was refused
     rest = magpie(6, model=stub_model, template="chatml", out=out, progress=False, min_words=1)
@@ -138,13 +172,31 @@ def test_language_detection():
 
 
 def test_cli_magpie_on_stub(stub, stub_model, tmp_path):
-    stub.configure(rules=[{"match": r"user\n$",
-                           "contents": [f"Distinct question {i}?" for i in range(50)]}])
+    stub.configure(
+        rules=[{"match": r"user\n$", "contents": [f"Distinct question {i}?" for i in range(50)]}]
+    )
     out = tmp_path / "cli.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "forgekit.cli", "magpie", "-n", "3", "--model", stub_model,
-         "--template", "chatml", "--min-words", "1", "--out", str(out), "--no-progress"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "forgekit.cli",
+            "magpie",
+            "-n",
+            "3",
+            "--model",
+            stub_model,
+            "--template",
+            "chatml",
+            "--min-words",
+            "1",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert "completed: 3 ok" in proc.stdout

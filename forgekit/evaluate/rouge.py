@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from forgekit.data.text import CJK_RE
 from forgekit.errors import ConfigError
 from forgekit.evaluate.common import (
     EXTERNAL,
@@ -49,7 +50,6 @@ from forgekit.evaluate.common import (
     check_fraction,
     load_frame,
 )
-from forgekit.data.text import CJK_RE
 from forgekit.evaluate.text import column_texts, words
 
 _BIG = 1 << 32  # rank key = frequency * _BIG + element id: one int, a fixed total order

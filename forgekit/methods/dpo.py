@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +39,7 @@ from forgekit.methods._prompting import (
     prompt_args,
     render_messages,
 )
+from forgekit.methods.parsing import parse_rating
 from forgekit.methods.vote import add_voter_options
 from forgekit.models import Model, SamplingParams
 
@@ -69,40 +69,6 @@ _REASK = (
     "\n\nYour previous reply could not be read. Start your reply with a line of the form "
     "'Rating: N' where N is a number from 1 to {scale}, then a line 'Rationale: ...'."
 )
-
-_NUMBER = r"(\d+(?:\.\d+)?)"
-_RATING = re.compile(
-    r"(?:rating|score)\W{0,4}?"
-    + _NUMBER
-    + r"(?!\s*[-–]\s*\d)"  # "Rating (1-5): ..." names the scale, not a rating
-    + r"(?:\s*(?:/|out\s+of)\s*"
-    + _NUMBER
-    + r")?",
-    re.IGNORECASE,
-)
-_BARE = re.compile(r"^\W*" + _NUMBER + r"(?:\s*(?:/|out\s+of)\s*" + _NUMBER + r")?\W*$")
-_RATIONALE = re.compile(r"rationale\W{0,4}?[:：]\s*\**\s*(.*)", re.IGNORECASE | re.DOTALL)
-
-
-def parse_rating(text: str, scale: int) -> tuple[float | None, str | None, str | None]:
-    """(rating, rationale, problem). Accepts "Rating: 4", "**Rating:** 4/5", "Score - 4 out
-    of 5", or a reply that is just "4". A rating on another scale ("8/10" when the scale is
-    5) or outside 1..scale is unparsable rather than guessed."""
-    text = text or ""
-    match = _RATING.search(text) or _BARE.match(text.strip())
-    rationale_match = _RATIONALE.search(text)
-    rationale = rationale_match.group(1).strip() if rationale_match else None
-    if match is None:
-        return None, rationale, "no 'Rating: N' in the judge's reply"
-    rating = float(match.group(1))
-    if match.group(2) is not None and float(match.group(2)) != scale:
-        return None, rationale, f"rating {match.group(0).strip()!r} is not on the 1-{scale} scale"
-    if not 1 <= rating <= scale:
-        return None, rationale, f"rating {rating:g} is outside 1-{scale}"
-    if rationale is None:
-        rest = (text[: match.start()] + text[match.end() :]).strip(" \n*:-")
-        rationale = rest or None
-    return rating, rationale, None
 
 
 def select_pair(

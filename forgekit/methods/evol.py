@@ -336,4 +336,6 @@ def _advance(entry: _Entry, record: dict[str, Any] | None) -> _Entry:
     """The pool entry after a round: the accepted child, or the parent again."""
     if record is None:
         return entry
-    return replace(entry, parent_id=record["id"], instruction=record["input"], depth=entry.depth + 1)
+    return replace(
+        entry, parent_id=record["id"], instruction=record["input"], depth=entry.depth + 1
+    )

@@ -29,7 +29,9 @@ def schema_from_text(value: str) -> dict[str, Any]:
     try:
         schema = json.loads(path.read_text(encoding="utf-8") if path.is_file() else value)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"--schema {value}: not a JSON-schema file or JSON text ({exc})") from None
+        raise ConfigError(
+            f"--schema {value}: not a JSON-schema file or JSON text ({exc})"
+        ) from None
     if not isinstance(schema, dict):
         raise ConfigError(f"--schema {value}: a JSON schema must be an object")
     return schema
@@ -88,7 +90,9 @@ class Generate(Method):
         parse = "json" if o.schema is not None and o.parse is None else o.parse
         self.parser = ResponseParser(parse, o.schema) if parse is not None else None
         user = PromptTemplate(o.user, what="user template")
-        system = PromptTemplate(o.system, what="system template", kind="system") if o.system else None
+        system = (
+            PromptTemplate(o.system, what="system template", kind="system") if o.system else None
+        )
         self.template_hash = fingerprint([o.user, o.system], 12)
         prompts = []
         for position, item in enumerate(records):  # render all: a bad item fails the call now
@@ -103,7 +107,10 @@ class Generate(Method):
     async def produce(self, ctx: RunContext, prompt: Prompt) -> dict[str, Any]:
         params = SamplingParams.coerce(self.options.params, seed=self.options.seed + prompt.sample)
         answer = await ctx.chat(chat_messages(prompt.system, prompt.user), params=params)
-        metadata: dict[str, Any] = {"position": prompt.position, "finish_reason": answer.finish_reason}
+        metadata: dict[str, Any] = {
+            "position": prompt.position,
+            "finish_reason": answer.finish_reason,
+        }
         if self.parser:
             parsed, error = self.parser(answer.text)
             metadata["parse"] = {"ok": error is None, **({"error": error} if error else {})}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from forgekit.methods._text import (
     sampling,
     split_list,
 )
+from forgekit.methods.parsing import LabelSet
 from forgekit.models import SamplingParams
 
 DIFFICULTY = ("very easy", "easy", "medium", "hard", "very hard")
@@ -114,17 +116,14 @@ def _clean(value: str) -> str:
 
 
 def match_label(value: str | None, allowed: list[str] | tuple[str, ...]) -> str | None:
-    """The allowed label `value` states, or None. Longest label first, so 'very hard' is
-    not read as 'hard'; a label must be the whole value or be followed by a separator
-    (',', ';', ':', '(' or a spaced dash: 'medium-hard' is not 'medium')."""
-    if value is None:
-        return None
-    text = _clean(value)
-    for label in sorted(allowed, key=len, reverse=True):
-        low = label.lower()
-        if text == low or re.match(rf"{re.escape(low)}(?:\s*[,;:(]|\s+[-—–]\s)", text):
-            return label
-    return None
+    """The allowed label `value` opens with, or None (LabelSet's match="start": longest label
+    first, alone or before a separator; 'medium-hard' is not 'medium')."""
+    return _label_set(tuple(allowed)).parse(value)
+
+
+@lru_cache(maxsize=32)
+def _label_set(allowed: tuple[str, ...]) -> LabelSet:
+    return LabelSet(allowed, match="start")
 
 
 def match_language(value: str | None) -> str | None:

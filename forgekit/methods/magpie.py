@@ -158,15 +158,15 @@ _TEMPLATE_MARKERS = re.compile(
     r"^(user|assistant|system|model)\s*[:\n]",
     re.IGNORECASE,
 )
+
+
 def clean_instruction(text: str, fmt: ChatFormat) -> str:
     for stop in fmt.stops:
         text = text.split(stop, 1)[0]
     return text.strip()
 
 
-def query_problem(
-    text: str, *, min_words: int, language: str | None, seen: set[str]
-) -> str | None:
+def query_problem(text: str, *, min_words: int, language: str | None, seen: set[str]) -> str | None:
     """Why a generated query is dropped (the name of the filter), or None to keep it."""
     if not text:
         return "empty"
@@ -279,9 +279,7 @@ def magpie(
             generated = await ctx.complete(prompt, params=params)
             raw_instructions.append(generated.text)
             instruction = clean_instruction(generated.text, fmt)
-            problem = query_problem(
-                instruction, min_words=min_words, language=language, seen=seen
-            )
+            problem = query_problem(instruction, min_words=min_words, language=language, seen=seen)
             if problem:
                 filtered[problem] += 1
                 return None

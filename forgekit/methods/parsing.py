@@ -158,10 +158,9 @@ def check_tie_policy(tie: str, voters: Sequence[str]) -> None:
     if tie in ("none", "first", "random"):
         return
     if tie.startswith("prefer:"):
-        if tie[len("prefer:") :] not in voters:
-            raise ConfigError(
-                f"tie={tie!r}: no voter named {tie[len('prefer:') :]!r}; voters: {', '.join(voters)}"
-            )
+        voter = tie[len("prefer:") :]
+        if voter not in voters:
+            raise ConfigError(f"tie={tie!r}: no voter named {voter!r}; voters: {', '.join(voters)}")
         return
     raise ConfigError(f"tie must be one of {', '.join(TIE_POLICIES)}, got {tie!r}")
 

@@ -249,4 +249,3 @@ class ResponseParser:
             return value, None
         except Exception as exc:  # a user's parser may raise anything: it is a failed parse
             return None, f"{type(exc).__name__}: {exc}" if self.kind == "callable" else str(exc)
-

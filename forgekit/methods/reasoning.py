@@ -26,6 +26,7 @@ from forgekit.cli.legacy import (
 )
 from forgekit.data.io import read_records
 from forgekit.data.records import fingerprint, make_lineage, make_record
+from forgekit.data.text import split_thinking
 from forgekit.engine import RunContext
 from forgekit.errors import ConfigError
 from forgekit.methods._common import split_run_options
@@ -38,6 +39,7 @@ from forgekit.methods._text import (
     sampling,
     with_seed,
 )
+from forgekit.methods.parsing import majority
 from forgekit.models import SamplingParams
 
 MODES = ("cot", "think")
@@ -48,7 +50,6 @@ COT_SYSTEM = (
     "write the result alone after 'Final answer:', for example:\nFinal answer: 42"
 )
 
-_OPEN, _CLOSE = "<think>", "</think>"
 _FINAL = re.compile(
     r"(?:^|\n)[ \t>*#]*(?:final answer|the final answer is|answer|最终答案|答案)[ \t*]*[:：]"
     r"[ \t*]*(?P<answer>.+?)\s*$",
@@ -56,21 +57,6 @@ _FINAL = re.compile(
 )
 _HASHES = re.compile(r"(?:^|\n)####\s*(?P<answer>.+?)\s*$", re.DOTALL)
 _BOXED = re.compile(r"\\boxed\{(?P<answer>(?:[^{}]|\{[^{}]*\})*)\}")
-
-
-def split_thinking(text: str) -> tuple[str | None, str, str]:
-    """(thinking, rest, how): `how` is 'closed', 'unclosed' (cut off while thinking),
-    'no_open_tag' (the template opened it) or 'none' (no think tags at all)."""
-    start = text.find(_OPEN)
-    end = text.find(_CLOSE)
-    if start != -1 and (end == -1 or end < start):
-        thinking = text[start + len(_OPEN) :]
-        return thinking.strip(), "", "unclosed"
-    if start != -1:
-        return text[start + len(_OPEN) : end].strip(), text[end + len(_CLOSE) :].strip(), "closed"
-    if end != -1:
-        return text[:end].strip(), text[end + len(_CLOSE) :].strip(), "no_open_tag"
-    return None, text.strip(), "none"
 
 
 def extract_final_answer(text: str) -> tuple[str | None, str]:
@@ -252,22 +238,22 @@ def reasoning(
                 correct = answers_match(chosen["answer"], ref, rel_tol=rel_tol)
             check_info = {"method": "reference", "reference": ref, "correct": correct}
         elif check == "majority":
-            votes = Counter(answer_key(p["answer"]) for p in parsed if p["answer"] is not None)
-            if votes:
-                (top, count), *others = votes.most_common()
-                tie = bool(others) and others[0][1] == count
-                chosen = next(p for p in parsed if p["answer"] and answer_key(p["answer"]) == top)
-                correct = count * 2 > k  # a strict majority of all samples agrees
-                agreement = count / k
-            else:
-                top, agreement, tie = None, 0.0, False
+            keys = [answer_key(p["answer"]) if p["answer"] is not None else None for p in parsed]
+            votes = [{"voter": f"sample {i}", "label": key} for i, key in enumerate(keys)]
+            # A tie goes to the answer given first; `correct` needs a strict majority of all
+            # samples, so a tied winner is never called correct.
+            top, tally = majority(votes, "first")
+            if top is not None:
+                chosen = parsed[keys.index(top)]
+                correct = tally["counts"][top] * 2 > k
             check_info = {
                 "method": "majority",
                 "samples": k,
-                "votes": dict(votes),
+                "votes": tally["counts"],
                 "majority": top,
-                "agreement": agreement,
-                "tie": tie,
+                "agreement": tally["agreement"],
+                "tie": tally["tie"],
+                "tie_policy": "first",
                 "answers": [p["answer"] for p in parsed],
             }
         if chosen["answer"] is None:

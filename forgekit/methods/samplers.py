@@ -87,4 +87,3 @@ def build_samplers(
         used.add(name)
         samplers.append(Sampler(name, m, SamplingParams.coerce(base, temperature=t, seed=s)))
     return samplers
-

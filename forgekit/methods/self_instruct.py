@@ -31,6 +31,7 @@ from typing import Any
 from forgekit.cli.legacy import add_model_option, add_run_options, run_config_from_args
 from forgekit.data.io import read_records
 from forgekit.data.records import fingerprint, make_lineage, make_record, record_id
+from forgekit.data.text import detect_script, length_units
 from forgekit.engine import RunContext, RunResult, RunStats, Task
 from forgekit.errors import ConfigError
 from forgekit.evaluate.rouge import RougePool
@@ -49,7 +50,6 @@ from forgekit.methods._text import (
     strip_quotes,
     with_seed,
 )
-from forgekit.data.text import detect_script, length_units
 from forgekit.methods.parsing import parse_yes_no
 from forgekit.models import SamplingParams
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,69 +29,14 @@ from forgekit.methods._prompting import (
     build_samplers,
     chat_messages,
     input_records,
-    item_rng,
     make_template,
     model_key,
     parse_aliases,
     prompt_args,
     render_messages,
 )
+from forgekit.methods.parsing import TIE_POLICIES, check_tie_policy, majority  # noqa: F401
 from forgekit.models import Model, SamplingParams
-
-TIE_POLICIES = ("none", "first", "random", "prefer:<voter>")
-
-
-def check_tie_policy(tie: str, samplers: Sequence[Sampler]) -> None:
-    names = [s.name for s in samplers]
-    if tie in ("none", "first", "random"):
-        return
-    if tie.startswith("prefer:"):
-        if tie[len("prefer:") :] not in names:
-            raise ConfigError(
-                f"tie={tie!r}: no voter named {tie[len('prefer:') :]!r}; voters: {', '.join(names)}"
-            )
-        return
-    raise ConfigError(f"tie must be one of {', '.join(TIE_POLICIES)}, got {tie!r}")
-
-
-def majority(
-    votes: Sequence[dict[str, Any]], tie: str, rng_seed: Any = None
-) -> tuple[str | None, dict[str, Any]]:
-    """The winning label of `votes` (dicts with 'voter' and 'label'; label None = invalid)
-    and the tally: counts, whether there was a tie, which labels tied, the agreement ratio
-    (votes for the top label / all votes, invalid ones included)."""
-    counts = Counter(v["label"] for v in votes if v["label"] is not None)
-    tally: dict[str, Any] = {
-        "counts": dict(counts),
-        "valid": sum(counts.values()),
-        "invalid": sum(1 for v in votes if v["label"] is None),
-        "tie": False,
-        "tied": [],
-    }
-    if not counts:
-        tally["agreement"] = 0.0
-        tally["decided_by"] = "no valid votes"
-        return None, tally
-    top = max(counts.values())
-    tally["agreement"] = round(top / len(votes), 4)
-    # Tied labels in the order voters first gave them: "first" picks the earliest.
-    tied = list(dict.fromkeys(v["label"] for v in votes if counts.get(v["label"]) == top))
-    if len(tied) == 1:
-        tally["decided_by"] = "majority"
-        return tied[0], tally
-    tally.update(tie=True, tied=tied)
-    if tie == "first":
-        winner: str | None = tied[0]
-    elif tie == "random":
-        winner = item_rng(0, rng_seed, tied).choice(tied)
-    elif tie.startswith("prefer:"):
-        preferred = tie[len("prefer:") :]
-        choice = next((v["label"] for v in votes if v["voter"] == preferred), None)
-        winner = choice if choice in tied else None
-    else:
-        winner = None
-    tally["decided_by"] = f"tie: {tie}" if winner is not None else f"tie: {tie} (no winner)"
-    return winner, tally
 
 
 async def ask(
@@ -166,7 +110,7 @@ def vote(
             "vote needs at least 2 voters: pass models=[...], temperatures=[...], seeds=[...] "
             "or n_votes"
         )
-    check_tie_policy(tie, samplers)
+    check_tie_policy(tie, [s.name for s in samplers])
     label_set = LabelSet(labels, aliases, match)
     prompts = [render_messages(user_t, system_t, item, i) for i, item in enumerate(items)]
     job = {

@@ -76,7 +76,9 @@ class ScriptedModel:
         if isinstance(reply, BaseException):
             raise reply
         usage = Usage(prompt_tokens=len(text.split()), completion_tokens=len(reply.split()))
-        return Completion(texts=[reply] * params.n, usage=usage, finish_reason="stop", model=self.name)
+        return Completion(
+            texts=[reply] * params.n, usage=usage, finish_reason="stop", model=self.name
+        )
 
     def _reply(self, text: str, echo: str) -> str | BaseException:
         for number, (pattern, reply) in enumerate(self._rules):

@@ -83,10 +83,15 @@ class Param:
 
 
 def methods() -> dict[str, Any]:
-    """The public method functions, by name."""
-    import forgekit.methods as registry
+    """The public method functions, by name: every registered method (also one declared
+    after import) and, COMPAT (issue 12), the undeclared ones."""
+    import forgekit.methods as package
+    from forgekit.methods.registry import methods as registered
+    from forgekit.methods.registry import public_function
 
-    return {name: getattr(registry, name) for name in registry.__all__}
+    found = {name: getattr(package, name) for name in package.__all__}
+    found.update({name: public_function(cls) for name, cls in registered().items()})
+    return dict(sorted(found.items()))
 
 
 def parameters(method: str) -> dict[str, Param]:

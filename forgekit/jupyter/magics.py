@@ -374,7 +374,7 @@ def _command_options(command: str | None) -> set[str]:
     """The option strings a subcommand accepts (empty for an unknown one)."""
     if command is None:
         return set()
-    if not _OPTIONS:
+    if command not in _OPTIONS:  # first use, or a method declared since
         parser = build_parser("%forge")
         for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
             for name, sub in action.choices.items():

@@ -57,6 +57,7 @@ def get(name: str) -> type[Method] | None:
     return _METHODS.get(name)
 
 
+@cache
 def public_function(cls: type[Method]) -> Any:
     """`forgekit.methods.<name>`: a plain function taking the data and the options as
     keywords (plus model, out, config and any RunConfig field); returns a DataFrame."""

@@ -145,7 +145,7 @@ class Models:
     """The run's models, resolved once: the main one and every model-kind option."""
 
     def __init__(self, model: str | Model | None, options: Any) -> None:
-        self._created: list[Model] = []
+        self._by_name: dict[str | None, Model] = {}
         self.main = self._resolve(model)
         changes = {
             field.name: self._resolve(getattr(options, field.name))
@@ -157,13 +157,13 @@ class Models:
     def _resolve(self, model: str | Model | None) -> Model:
         if model is not None and not isinstance(model, str):
             return model
-        resolved = get_model(model)
-        self._created.append(resolved)
-        return resolved
+        if model not in self._by_name:  # one object per name, shared by the options
+            self._by_name[model] = get_model(model)
+        return self._by_name[model]
 
     async def aclose(self) -> None:
         """Close what this run created (HTTP clients belong to the run's event loop)."""
-        for model in self._created:
+        for model in self._by_name.values():
             try:
                 await model.aclose()
             except Exception:  # closing must never hide the run's own result or error

@@ -102,7 +102,10 @@ def parameters(method: str) -> dict[str, Param]:
     cls = get(method)
     if cls is None:
         return _legacy_parameters(methods()[method])
-    params = [Param("model", "model", False, "model profile name"), Param("out", "output", False)]
+    params = [
+        Param("model", "model", False, "model profile name"),
+        Param("out", "output", False, "JSONL file the records go to; a re-run resumes it"),
+    ]
     if cls.inputs != "none":
         params.append(Param("data", "input", cls.inputs == "required", "input records"))
     hints = typing.get_type_hints(cls.Options)
@@ -137,7 +140,8 @@ def _legacy_parameters(fn: Any) -> dict[str, Param]:
         section = _SECTION_OF.get(name, "sampling" if name == "params" else "params")
         section = "prompts" if prompt and section == "params" else section
         required = p.default is inspect.Parameter.empty
-        out[name] = Param(name, section, required, hint=hints.get(name))
+        default = None if required else p.default
+        out[name] = Param(name, section, required, default=default, hint=hints.get(name))
     return out
 
 
@@ -298,7 +302,7 @@ def example(method: str) -> str:
     params = parameters(method)
     for section in ("model", "models", "input", "output", "prompts", "sampling", "params"):
         chosen = [p for p in params.values() if p.section == section]
-        if section in ("model", "models", "input", "output"):
+        if section in ("model", "models", "input", "output", "sampling"):
             for p in chosen:
                 need = "required" if p.required else "optional"
                 lines.append(f"{section}: {_yaml_value(p.default)}  # {need}; {p.help}".rstrip())
@@ -317,7 +321,8 @@ def example(method: str) -> str:
 def _yaml_value(value: Any) -> str:
     if isinstance(value, tuple):
         value = list(value)
-    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...")
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000)
+    return text.strip().removesuffix("...").strip()
 
 
 def _where(loc: tuple[Any, ...]) -> str:

@@ -120,7 +120,8 @@ def test_the_options_are_the_resume_identity(tmp_path):
     evol_out = tmp_path / "evol.jsonl"
     one = evol(seeds, rounds=1, judge=False, model=script, out=evol_out, **QUIET)
     two = evol(seeds, rounds=2, judge=False, model=script, out=evol_out, **QUIET)
-    assert two.attrs["forgekit"]["stats"]["skipped"] == 1 and list(two["id"])[0] == one["id"][0]
+    assert two.attrs["forgekit"]["stats"]["skipped"] == 1
+    assert two["id"].iloc[0] == one["id"].iloc[0]
     assert [r["input"] for r in read_jsonl(evol_out)] == [
         "Explain Name a fruit.",
         "Explain Explain Name a fruit.",
@@ -133,7 +134,7 @@ def test_overwrite_moves_the_old_output_aside_once_for_all_stages(tmp_path):
     out = tmp_path / "evol.jsonl"
     first = evol(seeds, rounds=2, judge=False, model=script, out=out, **QUIET)
     # Another seed is another job: it may only replace the file with overwrite.
-    again = evol(seeds, rounds=2, judge=False, seed=1, model=script, out=out, overwrite=True, **QUIET)
+    again = evol(seeds, rounds=2, judge=False, seed=1, model=script, out=out, overwrite=True)
     assert len(again) == 2
     assert [r["id"] for r in read_jsonl(out)] == list(again["id"])  # both rounds kept
     (backup,) = tmp_path.glob("evol.jsonl.*.bak")  # moved aside once, not once per round
@@ -227,11 +228,13 @@ def test_layers_import_downwards_and_methods_never_import_the_cli():
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         if module == "forgekit":  # `%load_ext forgekit` needs the package root to name the magics
             continue
+        if module in legacy:
+            continue
         for name in _imports(path):
-            if module.startswith("forgekit.methods") and module not in legacy:
-                if name == "argparse" or name.startswith("forgekit.cli"):
-                    wrong.append(f"{module} imports {name}")
-            if name.startswith("forgekit.") and _rank(name) > _rank(module) and module not in legacy:
+            cli = name == "argparse" or name.startswith("forgekit.cli")
+            if module.startswith("forgekit.methods") and cli:
+                wrong.append(f"{module} imports {name}")
+            if name.startswith("forgekit.") and _rank(name) > _rank(module):
                 wrong.append(f"{module} imports {name}, a higher layer")
     assert wrong == []
 

@@ -24,7 +24,6 @@ from forgekit.methods.parsing import (  # noqa: F401
     normalize_text,
     parse_aliases,
 )
-from forgekit.methods.parsing import label_key as answer_key  # noqa: F401
 from forgekit.methods.prompting import (  # noqa: F401
     PromptTemplate,
     ResponseParser,

@@ -6,6 +6,7 @@ read this registry.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import pkgutil
@@ -21,9 +22,14 @@ _MACHINERY = {"spec", "runner", "registry", "parsing", "prompting"}
 
 
 def register(cls: type[Method]) -> type[Method]:
+    from forgekit.methods.spec import options_of
+
     for attr in ("name", "help", "Options"):
         if not getattr(cls, attr, None):
             raise TypeError(f"method class {cls.__qualname__} needs a {attr!r}")
+    if not dataclasses.is_dataclass(cls.Options):
+        raise TypeError(f"{cls.__qualname__}.Options must be a dataclass")
+    options_of(cls.Options)  # every field declared with option()/template()/...: or fail now
     previous = _METHODS.get(cls.name)
     if previous is not None and previous.__qualname__ != cls.__qualname__:
         raise TypeError(f"two methods named {cls.name!r}: {previous} and {cls}")

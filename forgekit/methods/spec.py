@@ -12,15 +12,16 @@
         Options = ShoutOptions
 
         async def produce(self, ctx, item):
-            answer = await ctx.chat(user(f"Capitalize: {item[self.options.field]}"),
+            text = item[self.options.field]
+            answer = await ctx.chat(chat_messages(None, f"Capitalize: {text}"),
                                     params=self.options.params)
-            return make_record(id=ctx.task.id, input=item[self.options.field],
-                               output=answer.text, carry=item)
+            return make_record(id=ctx.task.id, input=text, output=answer.text, carry=item)
 
 Everything else — reading the input, run options, resolving models, ids, the engine, stage
 budgets, resume, `df.attrs` — is the runner's (forgekit.methods.runner). The options class
 is also the run's resume identity: every option with `identity=True` (the default) goes into
 the job fingerprint, so a resumed output file never mixes records made with other settings.
+docs/new-method.md tells the whole story.
 The `forge` command, the `%forge` magics and `forge run` YAML are built from the same
 declarations by forgekit.cli and forgekit.runfile; this module knows nothing about them.
 """
@@ -63,6 +64,10 @@ class OptionInfo:
     cli: bool = True  # offered on the command line (False: Python-only values)
     defaults: dict[str, Any] | None = None  # kind='sampling': the method's own defaults
     flags: dict[str, str] | None = None  # kind='sampling': parameter -> command-line flag
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise TypeError(f"option kind {self.kind!r}: use one of {', '.join(KINDS)}")
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, **info: Any) -> Any:
@@ -179,9 +184,3 @@ class Method:
         """An input the method cannot use (e.g. an unreadable file): it is not fatal; the
         engine records it in the run's errors (and the .errors.jsonl next to `out`)."""
         self.input_errors.append((where, error))
-
-
-def user(text: str, system: str | None = None) -> list[dict[str, str]]:
-    """Chat messages: an optional system message, then one user message."""
-    messages = [{"role": "system", "content": system}] if system else []
-    return [*messages, {"role": "user", "content": text}]

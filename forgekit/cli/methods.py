@@ -117,6 +117,9 @@ def _add_value(group: Any, field: dataclasses.Field, info: OptionInfo, hint: Any
         kwargs["nargs"] = "+"
     if info.choices is not None:
         kwargs["choices"] = info.choices
+        if many:  # argparse would print every choice twice in the usage line
+            kwargs["metavar"] = field.name.upper().removesuffix("S")
+            kwargs["help"] += f"; choose from {', '.join(map(str, info.choices))}"
     if info.metavar:
         kwargs["metavar"] = info.metavar
     group.add_argument(*_flag(field, info), **kwargs)

@@ -163,7 +163,7 @@ class EvolOptions:
         3,
         minimum=1,
         identity=False,  # a later call with more rounds resumes the same output file
-        help="evolution rounds (a later run with more rounds resumes the same --out)",
+        help="evolution rounds; a later run with more rounds resumes the same output",
     )
     operations: tuple[str, ...] = option(
         OPERATIONS, choices=OPERATIONS, help="operations to choose from (default: all)"

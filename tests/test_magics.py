@@ -19,7 +19,9 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 @pytest.fixture(scope="module")
 def ip():
-    shell = start_ipython()
+    from IPython import get_ipython
+
+    shell = start_ipython() or get_ipython()  # one global test shell per process
     shell.run_line_magic("load_ext", "forgekit")
     return shell
 

@@ -208,13 +208,11 @@ class Run:
     def __init__(
         self, method: Method, models: Models, out: Any, config: RunConfig, job: dict[str, Any]
     ) -> None:
-        self.method, self.models, self.out, self.config, self.job = (
-            method,
-            models,
-            out,
-            config,
-            job,
-        )
+        self.method = method
+        self.models = models
+        self.out = out
+        self.config = config
+        self.job = job
         self.job_key = fingerprint(job, 16)
         self.results: list[RunResult] = []
 

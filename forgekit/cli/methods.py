@@ -35,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_method_command(subparsers: argparse._SubParsersAction, cls: type[Method]) -> None:
     doc = " ".join((cls.__doc__ or cls.help).split())
-    parser = subparsers.add_parser(cls.command or cls.name, help=cls.help, description=doc)
+    parser = subparsers.add_parser(
+        cls.command or cls.name, aliases=list(cls.aliases), help=cls.help, description=doc
+    )
     if cls.inputs != "none":
         add_input_option(parser, required=cls.inputs == "required")
     add_model_option(parser)

@@ -31,9 +31,7 @@ from forgekit.methods.cosmopedia import cosmopedia  # noqa: E402, F401
 from forgekit.methods.doc_qa import doc_qa  # noqa: E402, F401
 from forgekit.methods.dpo import dpo  # noqa: E402, F401
 from forgekit.methods.judge import judge  # noqa: E402, F401
-from forgekit.methods.magpie import magpie  # noqa: E402, F401
 from forgekit.methods.reasoning import reasoning  # noqa: E402, F401
-from forgekit.methods.self_instruct import self_instruct  # noqa: E402, F401
 from forgekit.methods.translate import rewrite, translate  # noqa: E402, F401
 from forgekit.methods.vote import vote  # noqa: E402, F401
 

@@ -69,13 +69,17 @@ def public_function(cls: type[Method]) -> Any:
     keywords (plus model, out, config and any RunConfig field); returns a DataFrame."""
     from forgekit.methods.runner import call
 
+    slot = "data" if cls.inputs != "none" else cls.positional  # what a positional sets
+
     def method(*args: Any, **kwargs: Any):
-        if len(args) > (0 if cls.inputs == "none" else 1):
-            raise TypeError(f"{cls.name}() takes the data as its only positional argument")
-        if args and "data" in kwargs:
-            raise TypeError(f"{cls.name}() got the data twice")
-        data = args[0] if args else kwargs.pop("data", None)
-        return call(cls, data, kwargs)
+        if len(args) > (1 if slot else 0):
+            takes = f"{slot} as its only positional argument" if slot else "no positional argument"
+            raise TypeError(f"{cls.name}() takes {takes}")
+        if args and slot in kwargs:
+            raise TypeError(f"{cls.name}() got {slot} twice")
+        if args:
+            kwargs[slot] = args[0]  # type: ignore[index]
+        return call(cls, kwargs.pop("data", None), kwargs)
 
     method.__name__ = method.__qualname__ = cls.name
     method.__module__ = cls.__module__
@@ -95,7 +99,9 @@ def signature(cls: type[Method]) -> inspect.Signature:
         params.append(P("data", P.POSITIONAL_OR_KEYWORD, default=default))
     for field, _ in options_of(cls.Options):
         default = P.empty if is_required(field) else field.default
-        params.append(P(field.name, P.KEYWORD_ONLY, default=default, annotation=field.type))
+        kind = P.POSITIONAL_OR_KEYWORD if field.name == cls.positional else P.KEYWORD_ONLY
+        params.append(P(field.name, kind, default=default, annotation=field.type))
+    params.sort(key=lambda p: p.kind)  # a positional option goes first
     for name in ("model", "out", "config"):
         params.append(P(name, P.KEYWORD_ONLY, default=None))
     params.append(P("run_options", P.VAR_KEYWORD))

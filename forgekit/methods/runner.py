@@ -11,8 +11,9 @@
 4. read the input (DataFrame, list of dicts, or a JSONL/JSON/CSV/Parquet path) and let the
    method `prepare` its work items — every check happens before the first request;
 5. run the method's stages on one event loop (`Stages`): ids, tasks, budgets that cover the
-   whole call, `overwrite` applied by the first stage only, inputs the method could not use
-   recorded as errors by the engine;
+   whole call, `overwrite` applied once per file (by the first stage that writes it),
+   intermediate stages in side files, inputs the method could not use recorded as errors
+   by the engine;
 6. return a DataFrame whose `attrs['forgekit']` hold the status, stats, errors, counters and
    the method's summary.
 """
@@ -46,7 +47,7 @@ def call(cls: type[Method], data: Any, kwargs: dict[str, Any]):
     options = resolve(cls, kwargs)
     job = {"method": cls.name, "model": model_key(model), **identity(cls, options)}
     models = Models(model, options)
-    method = cls(models.resolved_options)
+    method = cls(models.resolved_options, model=models.main)
     items = method.prepare(read_input(cls, data))
     run = Run(method, models, out, config, job)
     result = run_sync(lambda: run.execute(items))
@@ -110,11 +111,14 @@ def merge_sampling(name: str, defaults: dict[str, Any], value: Any) -> SamplingP
 
 def identity(cls: type[Method], options: Any) -> dict[str, Any]:
     """The declared options that make up the resume identity, as JSON-able values."""
-    return {
-        field.name: _jsonable(getattr(options, field.name))
-        for field, info in options_of(cls.Options)
-        if info.identity
-    }
+    found = {}
+    for field, info in options_of(cls.Options):
+        value = getattr(options, field.name)
+        if callable(info.identity):
+            found[field.name] = _jsonable(info.identity(value))
+        elif info.identity:
+            found[field.name] = _jsonable(value)
+    return found
 
 
 def _jsonable(value: Any) -> Any:
@@ -215,6 +219,8 @@ class Run:
         self.job = job
         self.job_key = fingerprint(job, 16)
         self.results: list[RunResult] = []
+        self.kept: list[bool] = []  # per result: are its records part of the call's result
+        self.opened: set[Path | None] = set()  # the output files the stages have written
 
     async def execute(self, items: Sequence[Any] | Iterable[Any]) -> RunResult:
         try:
@@ -224,15 +230,11 @@ class Run:
         return self.combined()
 
     def spent(self) -> RunStats:
-        total = RunStats()
-        for result in self.results:
-            for name in RunStats.__dataclass_fields__:
-                setattr(total, name, getattr(total, name) + getattr(result.stats, name))
-        return total
+        return total_stats(self.results)
 
-    def stage_config(self, label: str | None) -> RunConfig:
-        """Budgets cover the whole call; only the first stage may move an old output aside
-        (a later one would move the earlier stages' records aside too)."""
+    def stage_config(self, label: str | None, out: Path | None) -> RunConfig:
+        """Budgets cover the whole call; only the first stage that writes a file may move an
+        old one aside (a later one would move the earlier stages' records aside too)."""
         spent = self.spent()
         config = self.config
         return replace(
@@ -240,22 +242,36 @@ class Run:
             max_requests=_left(config.max_requests, spent.requests),
             max_total_tokens=_left(config.max_total_tokens, spent.tokens),
             max_cost=_left(config.max_cost, spent.cost),
-            overwrite=config.overwrite and not self.results,
+            overwrite=config.overwrite and out not in self.opened,
             description=label or config.description or self.method.name,
         )
 
     def combined(self) -> RunResult:
+        """One result for the call: the records of its main stages; the status of the first
+        stage that did not complete; record counts of the main stages, spend of all."""
         if not self.results:
             return RunResult(records=[], stats=RunStats(), status="completed")
-        last = self.results[-1]
+        main = [r for r, kept in zip(self.results, self.kept) if kept]
+        halted = next((r for r in self.results if r.status != "completed"), self.results[-1])
+        stats, counts = self.spent(), total_stats(main)
+        for name in ("ok", "failed", "filtered", "skipped"):
+            setattr(stats, name, getattr(counts, name))
         return RunResult(
-            records=[r for result in self.results for r in result.records],
-            stats=self.spent(),
-            status=last.status,
-            stop_reason=last.stop_reason,
-            out=last.out,
+            records=[r for result in main for r in result.records],
+            stats=stats,
+            status=halted.status,
+            stop_reason=halted.stop_reason,
+            out=main[-1].out if main else None,
             errors=[e for result in self.results for e in result.errors],
         )
+
+
+def total_stats(results: Iterable[RunResult]) -> RunStats:
+    total = RunStats()
+    for result in results:
+        for name in RunStats.__dataclass_fields__:
+            setattr(total, name, getattr(total, name) + getattr(result.stats, name))
+    return total
 
 
 def _left(limit: float | None, used: float) -> Any:
@@ -276,16 +292,22 @@ class Stages:
         stage: Any = None,
         label: str | None = None,
         limit: int | None = None,
+        start: int = 0,
+        side: str | None = None,
     ) -> StageResult:
         """Run `produce(ctx, item)` (default: the method's) for every item; `stage` tells
-        apart the ids of several stages over the same items (e.g. the round number)."""
+        apart the ids of several stages over the same items (e.g. the round number).
+        `start`: the position of the first item (a stage run in parts keeps its ids).
+        `side`: an intermediate stage: its records go to `<out>.<side>.jsonl` beside `out`
+        (so a re-run resumes them too), not into the call's result."""
         run = self._run
         method = run.method
         produce = produce or method.produce
+        out = side_file(run.out, side) if side else (Path(run.out) if run.out else None)
         ids: list[str] = []
 
         def tasks() -> Iterable[Task]:
-            for index, item in enumerate(items):
+            for index, item in enumerate(items, start):
                 inputs = {"job": run.job_key, "item": fingerprint(method.key(item), 16)}
                 if stage is not None:
                     inputs["stage"] = stage
@@ -299,17 +321,20 @@ class Stages:
         # A list when the items are: the engine shows a total, and every item gets an id
         # (and an entry in `outputs`) even when a budget stops the stage early.
         stream = list(tasks()) if isinstance(items, Sequence) else tasks()
+        config = run.stage_config(label, out)
+        run.opened.add(out)
         result = await arun(
-            stream,
-            model=run.models.main,
-            out=run.out,
-            config=run.stage_config(label),
-            limit=limit,
-            job=run.job,
+            stream, model=run.models.main, out=out, config=config, limit=limit, job=run.job
         )
         run.results.append(result)
+        run.kept.append(side is None)
         by_id = {record["id"]: record for record in result.records}
         return StageResult(result, [by_id.get(task_id) for task_id in ids])
+
+
+def side_file(out: Any, side: str) -> Path | None:
+    """`<out>.<side>.jsonl` beside `out` (None without `out`)."""
+    return Path(out).with_name(f"{Path(out).stem}.{side}.jsonl") if out else None
 
 
 def _input_error_tasks(method: Method, job_key: str) -> Iterable[Task]:

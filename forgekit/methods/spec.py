@@ -60,7 +60,9 @@ class OptionInfo:
     minimum: float | None = None
     metavar: str | None = None
     from_text: Callable[[str], Any] | None = None  # a command-line string -> the value
-    identity: bool = True  # part of the resume identity (the job fingerprint)
+    # Part of the resume identity (the job fingerprint); a function: the value's identity is
+    # what it returns (e.g. the content of a file the option names, not its path).
+    identity: bool | Callable[[Any], Any] = True
     cli: bool = True  # offered on the command line (False: Python-only values)
     defaults: dict[str, Any] | None = None  # kind='sampling': the method's own defaults
     flags: dict[str, str] | None = None  # kind='sampling': parameter -> command-line flag
@@ -140,6 +142,9 @@ class Method:
     Options: ClassVar[type] = NoOptions
     inputs: ClassVar[str] = "required"  # "required" | "optional" (None: one empty item) | "none"
     command: ClassVar[str | None] = None  # the CLI name when it differs from `name`
+    aliases: ClassVar[tuple[str, ...]] = ()  # more CLI names (judge is also `forge tag`)
+    # For a method without input: the option its one positional argument sets (magpie's n).
+    positional: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -148,8 +153,9 @@ class Method:
 
             register(cls)
 
-    def __init__(self, options: Any) -> None:
+    def __init__(self, options: Any, model: Any = None) -> None:
         self.options = options
+        self.model = model  # the run's main model, resolved: for checks in `prepare`
         self.counts: Counter[str] = Counter()
         self.input_errors: list[tuple[dict[str, Any], BaseException]] = []
 

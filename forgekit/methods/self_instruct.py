@@ -16,41 +16,27 @@ rebuilt from them in prompt order, which keeps the result independent of concurr
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 import re
 import unicodedata
-from collections import Counter
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from forgekit.cli.legacy import add_model_option, add_run_options, run_config_from_args
 from forgekit.data.io import read_records
-from forgekit.data.records import fingerprint, make_lineage, make_record, record_id
+from forgekit.data.records import fingerprint, make_lineage, make_record
 from forgekit.data.text import detect_script, length_units
-from forgekit.engine import RunContext, RunResult, RunStats, Task
+from forgekit.engine import RunContext
 from forgekit.errors import ConfigError
 from forgekit.evaluate.rouge import RougePool
-from forgekit.methods._common import (
-    add_stats,
-    budget_exhausted,
-    remaining_budget,
-    result_frame,
-    run_method,
-    split_run_options,
-)
-from forgekit.methods._text import (
-    parse_labeled,
-    parse_numbered_list,
-    sampling,
-    strip_quotes,
-    with_seed,
-)
+from forgekit.methods._text import parse_labeled, parse_numbered_list, strip_quotes
 from forgekit.methods.parsing import parse_yes_no
+from forgekit.methods.prompting import chat_messages
+from forgekit.methods.runner import Stages, total_stats
+from forgekit.methods.spec import Method, option, sampling
 from forgekit.models import SamplingParams
 
 LANGUAGES = ("en", "zh")
@@ -125,40 +111,13 @@ _INSTANCE_LABELS = {
 _NO_INPUT = {"", "none", "n/a", "na", "(none)", "<noinput>", "无", "没有", "无输入", "null"}
 
 # --- filters (DESIGN §4) -------------------------------------------------------------------
-BLACKLIST_EN = (
-    "image",
-    "graph",
-    "picture",
-    "file",
-    "map",
-    "draw",
-    "plot",
-    "go to",
-    "video",
-    "audio",
-    "music",
-    "flowchart",
-    "diagram",
-)
+_BLACKLIST = "image graph picture file map draw plot go_to video audio music flowchart diagram"
+BLACKLIST_EN = tuple(word.replace("_", " ") for word in _BLACKLIST.split())
 # The same ideas in Chinese; substrings, since Chinese has no word boundaries.
-BLACKLIST_ZH = (
-    "图片",
-    "图像",
-    "照片",
-    "图表",
-    "图形",
-    "文件",
-    "地图",
-    "绘制",
-    "画出",
-    "画一",
-    "视频",
-    "音频",
-    "音乐",
-    "流程图",
-    "示意图",
-    "前往",
+_BLACKLIST_ZH = (
+    "图片 图像 照片 图表 图形 文件 地图 绘制 画出 画一 视频 音频 音乐 流程图 示意图 前往"
 )
+BLACKLIST_ZH = tuple(_BLACKLIST_ZH.split())
 _BLACKLIST_EN_RE = re.compile(
     r"\b(?:" + "|".join(re.escape(w) for w in BLACKLIST_EN) + r")s?\b", re.IGNORECASE
 )
@@ -176,10 +135,9 @@ def instruction_problem(
         return "too_short"
     if size > max_words:
         return "too_long"
-    lowered = text.lower()
     if _BLACKLIST_EN_RE.search(text) or (language == "zh" and any(w in text for w in BLACKLIST_ZH)):
         return "blacklisted_word"
-    if lowered.startswith(_PROGRAM_PREFIXES):
+    if text.lower().startswith(_PROGRAM_PREFIXES):
         return "write_a_program"
     if unicodedata.category(text[0])[0] in "PS":
         return "starts_with_punctuation"
@@ -204,8 +162,6 @@ def looks_like_classification(task: str) -> bool:
 
 
 # --- seeds ---------------------------------------------------------------------------------
-
-
 def default_seed_path(language: str) -> Path:
     path = resources.files("forgekit.methods") / "seeds" / f"self_instruct_{language}.jsonl"
     return Path(str(path))
@@ -231,118 +187,155 @@ def load_seed_tasks(source: Any = None, language: str = "en") -> list[dict[str, 
                 f"{where}: seed task {number}: 'is_classification' must be true or false, "
                 f"got {cls!r}"
             )
-        seeds.append(
-            {
-                "id": str(record.get("id", f"seed_{number}")),
-                "instruction": instruction,
-                "input": str(instance.get("input") or ""),
-                "output": str(instance.get("output") or ""),
-                "is_classification": cls,
-            }
-        )
+        ident = str(record.get("id", f"seed_{number}"))
+        text = {k: str(instance.get(k) or "") for k in ("input", "output")}
+        seeds.append({"id": ident, "instruction": instruction, **text, "is_classification": cls})
     return seeds
 
 
 # --- the method ----------------------------------------------------------------------------
+def _seeds_identity(source: Any) -> str | None:
+    """The seed tasks' content, not where they came from, is part of the resume identity."""
+    return None if source is None else fingerprint(load_seed_tasks(source), 16)
 
 
-def _sidecar(out: str | Path | None) -> Path | None:
-    if out is None:
-        return None
-    path = Path(out)
-    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
-    return path.with_name(f"{stem}.instructions.jsonl")
+@dataclass(frozen=True, kw_only=True)
+class SelfInstructOptions:
+    n: int = option(10, flag="-n", minimum=1, identity=False, help="records to produce")
+    seed_tasks: Any = option(
+        None,
+        identity=_seeds_identity,
+        from_text=str,
+        help="seed tasks file (.jsonl/.json/.csv: instruction, input, output, is_classification;"
+        " in Python also a DataFrame or a list); default: the bundled set for --language",
+    )
+    language: str = option("en", choices=LANGUAGES, help="language of the prompts and filters")
+    num_examples: int = option(3, minimum=1, help="seed tasks shown per prompt")
+    num_tasks: int = option(8, minimum=1, help="new tasks asked per prompt")
+    similarity_threshold: float = option(0.7, help="drop tasks with ROUGE-L F1 above this")
+    tokenizer: str | Callable[[str], list[str]] = option(
+        "auto", help="ROUGE tokens: auto = words, CJK per character; jieba = Chinese words"
+    )
+    classification: str = option(
+        "llm",
+        choices=("llm", "heuristic"),
+        help="how to tell classification tasks: ask the model (keywords when its answer is "
+        "unreadable) or keywords only",
+    )
+    min_words: float = option(3, help="drop tasks of <= this many words (CJK character: 0.5)")
+    max_words: float = option(150, help="drop tasks over this many words")
+    instruction_params: SamplingParams = sampling(
+        temperature=1.0,
+        top_p=1.0,
+        max_tokens=512,
+        flags={"temperature": "--temperature", "max_tokens": "--list-max-tokens"},
+        help="the task lists",
+    )
+    instance_params: SamplingParams = sampling(
+        temperature=0.0,
+        max_tokens=256,
+        flags={"temperature": "--instance-temperature", "max_tokens": "--max-tokens"},
+        help="the instances",
+    )
+    max_prompts: int | None = option(
+        None,
+        minimum=1,
+        identity=False,
+        help="give up after this many prompts (default 10 * n / num_tasks + 10)",
+    )
+    seed: int = option(0, help="base seed")
 
 
-def self_instruct(
-    n: int = 10,
-    *,
-    model: Any = None,
-    seed_tasks: Any = None,
-    language: str = "en",
-    num_examples: int = 3,
-    num_tasks: int = 8,
-    similarity_threshold: float = 0.7,
-    tokenizer: str = "auto",
-    classification: str = "llm",
-    min_words: float = 3,
-    max_words: float = 150,
-    instruction_params: SamplingParams | dict[str, Any] | None = None,
-    instance_params: SamplingParams | dict[str, Any] | None = None,
-    max_prompts: int | None = None,
-    seed: int = 0,
-    out: str | Path | None = None,
-    **run_options: Any,
-):
-    """Generate `n` instruction/instance records with Self-Instruct; returns a DataFrame.
+class SelfInstruct(Method):
+    """Self-Instruct: prompt with 3 sampled seed tasks for a numbered list of new tasks; drop
+    too short/long, blacklisted ('image', 'file', ...), 'Write a program', punctuation-led
+    tasks and any with ROUGE-L > threshold to the pool (CJK-aware); then write one instance
+    per task (output-first for classification tasks). The task lists go to
+    <out>.instructions.jsonl. `df.attrs['forgekit']` has `filtered` (tasks dropped per
+    filter) and `pool` counts."""
 
-    - `seed_tasks`: JSONL/JSON/CSV path, DataFrame or list of seed tasks (default: the
-      bundled English or Chinese set for `language`).
-    - `language`: 'en' or 'zh': prompts, filters (non-ASCII start in English; wrong
-      language and Chinese blacklist in Chinese).
-    - `num_examples` seed tasks shown per prompt (3); `num_tasks` new tasks asked for.
-    - `similarity_threshold`: drop a task whose ROUGE-L F1 with any pooled task is above
-      it (0.7); `tokenizer`: 'auto' (words, CJK per character) or 'jieba'.
-    - `classification`: 'llm' (ask the model, keyword guess if its answer is unreadable)
-      or 'heuristic' (keywords only, no extra request).
-    - `min_words` / `max_words`: length filter (a CJK character counts half a word).
-    - `instruction_params` / `instance_params`: sampling (defaults T=1.0, top_p=1.0, 512
-      tokens / T=0, 256 tokens).
-    - `max_prompts`: give up after this many generation prompts (default 10 * n / num_tasks
-      + 10).
-    - run options go to the engine; `out` (plus `<out>.instructions.jsonl`) resume.
-    `df.attrs['forgekit']` has `filtered` (tasks dropped per filter) and `pool` counts.
-    """
-    config, rest = split_run_options(run_options)
-    if rest:
-        raise TypeError(f"self_instruct() got unexpected option(s): {', '.join(sorted(rest))}")
-    if n < 1:
-        raise ConfigError(f"n must be >= 1, got {n}")
-    if classification not in ("llm", "heuristic"):
-        raise ConfigError(f"classification={classification!r}: use 'llm' or 'heuristic'")
-    if num_tasks < 1:
-        raise ConfigError(f"num_tasks must be >= 1, got {num_tasks}")
-    seeds = load_seed_tasks(seed_tasks, language)
-    if len(seeds) < num_examples or num_examples < 1:
-        raise ConfigError(
-            f"num_examples={num_examples} needs at least that many seed tasks; "
-            f"the seed set has {len(seeds)}"
+    name = "self_instruct"
+    command = "self-instruct"
+    aliases = ("self_instruct",)
+    help = "Self-Instruct (Alpaca): grow tasks from seed examples, with filters"
+    Options = SelfInstructOptions
+    inputs = "none"
+    positional = "n"
+
+    def prepare(self, records: list[dict[str, Any]]) -> list[Any]:
+        o = self.options
+        self.seeds = load_seed_tasks(o.seed_tasks, o.language)
+        if len(self.seeds) < o.num_examples:
+            raise ConfigError(
+                f"num_examples={o.num_examples} needs at least that many seed tasks; "
+                f"the seed set has {len(self.seeds)}"
+            )
+        self.text = PROMPTS[o.language]
+        self.pool = RougePool(o.similarity_threshold, o.tokenizer)
+        for seed in self.seeds:
+            self.pool.add(seed["instruction"])
+        self.by_class = {
+            flag: [s for s in self.seeds if s["is_classification"] == flag]
+            for flag in (False, True)
+        }
+        shots = sorted(self.by_class[True][:3] + self.by_class[False][:3], key=lambda s: s["id"])
+        self.shots = "\n\n".join(
+            self.text["classify_example"].format(
+                task=s["instruction"], answer=self.text["yes" if s["is_classification"] else "no"]
+            )
+            for s in shots
         )
-    from forgekit.models import get_model
+        params = {"instruction": o.instruction_params.to_dict()}
+        params["instance"] = o.instance_params.to_dict()
+        self.lineage = {
+            "template_hash": fingerprint(self.text, 12),
+            "params": params,
+            "seed": o.seed,
+        }
+        self.kept: list[dict[str, Any]] = []  # the new tasks that passed, in prompt order
+        self.candidates = self.prompts = 0
+        return []
 
-    main_model = get_model(model)
-    prompts = PROMPTS[language]
-    instr = sampling({"temperature": 1.0, "top_p": 1.0, "max_tokens": 512}, instruction_params)
-    inst = sampling({"temperature": 0.0, "max_tokens": 256}, instance_params)
-    job = {
-        "method": "self_instruct",
-        "model": main_model.identity,
-        "seeds": fingerprint(seeds, 16),
-        "language": language,
-        "num_examples": num_examples,
-        "num_tasks": num_tasks,
-        "similarity_threshold": similarity_threshold,
-        "tokenizer": tokenizer,
-        "classification": classification,
-        "min_words": min_words,
-        "max_words": max_words,
-        "instruction_params": instr.to_dict(),
-        "instance_params": inst.to_dict(),
-        "seed": seed,
-    }
-    template_hash = fingerprint(prompts, 12)
-    lineage_params = {"instruction": instr.to_dict(), "instance": inst.to_dict()}
+    async def run(self, stages: Stages, items: list[Any]) -> None:
+        o = self.options
+        target = math.ceil(o.n * 1.25) + 1  # a margin: some instances fail to parse
+        most = o.max_prompts or (10 * math.ceil(target / o.num_tasks) + 10)
+        results = []
+        while len(self.kept) < target and self.prompts < most:
+            # Enough prompts for the tasks still missing at the yield seen so far (half the
+            # asked-for tasks survive, before anything is known), and at least double each
+            # round, so a poor yield costs few rounds.
+            done = self.prompts
+            rate = len(self.kept) / done if done else o.num_tasks / 2
+            need = math.ceil((target - len(self.kept)) / max(rate, 0.25) * 1.2)
+            self.prompts = min(most, done + max(need, done, 1))
+            lists = await stages.run(
+                range(done, self.prompts),
+                produce=self.generate,
+                stage="instructions",
+                start=done,  # a prompt's id does not depend on how the rounds split
+                side="instructions",
+                label="self_instruct task lists",
+            )
+            results.append(lists.result)
+            for batch in filter(None, lists.outputs):  # in prompt order, whatever the concurrency
+                self.admit(batch)
+            if not lists.completed:
+                break
+        instances = await stages.run(self.kept, produce=self.instance, limit=o.n)
+        self.instructions_out = str(results[0].out) if results[0].out else None
+        self.all_stages = asdict(total_stats([*results, instances.result]))
 
-    # -- stage 1: prompts -> candidate tasks ---------------------------------------------
-    async def generate(ctx: RunContext, index: int) -> dict[str, Any]:
-        examples = random.Random(seed * 7919 + index).sample(seeds, num_examples)
+    # -- stage 1: prompts -> candidate tasks -------------------------------------------------
+    async def generate(self, ctx: RunContext, index: int) -> dict[str, Any]:
+        o = self.options
+        examples = random.Random(o.seed * 7919 + index).sample(self.seeds, o.num_examples)
         listing = "\n".join(f"{i}. {ex['instruction']}" for i, ex in enumerate(examples, 1))
-        prompt = prompts["generate"].format(
-            k=num_examples, examples=listing, num=num_tasks, next=num_examples + 1
+        prompt = self.text["generate"].format(
+            k=o.num_examples, examples=listing, num=o.num_tasks, next=o.num_examples + 1
         )
-        answer = await ctx.chat(
-            [{"role": "user", "content": prompt}], params=with_seed(instr, seed, index)
-        )
+        params = SamplingParams.coerce(o.instruction_params, seed=o.seed * 1_000_003 + index * 101)
+        answer = await ctx.chat(chat_messages(None, prompt), params=params)
         candidates = parse_numbered_list(answer.text)
         truncated = answer.finish_reason == "length"
         if truncated and candidates:
@@ -358,144 +351,71 @@ def self_instruct(
                 "candidates": candidates,
                 "truncated": truncated,
             },
-            lineage=make_lineage(
-                "self_instruct",
-                main_model.name,
-                template_hash=template_hash,
-                params=lineage_params,
-                seed=seed,
-                index=index,
-            ),
+            lineage=make_lineage(self.name, ctx.model.name, index=index, **self.lineage),
         )
 
-    pool = RougePool(similarity_threshold, tokenizer)
-    for s in seeds:
-        pool.add(s["instruction"])
-    filtered: Counter[str] = Counter()
-    kept: list[dict[str, Any]] = []  # {"instruction", "batch_id", "prompt_index"}
-
-    counts = Counter()
-
-    def admit(batch: dict[str, Any]) -> None:
+    def admit(self, batch: dict[str, Any]) -> None:
+        """Filter one prompt's tasks into the pool."""
+        o = self.options
         for text in batch["metadata"]["candidates"]:
-            counts["candidates"] += 1
+            self.candidates += 1
             # models often wrap a task in quotes; that is not the task starting with one
-            text = strip_quotes(" ".join(text.split()) if language == "en" else text)
-            problem = instruction_problem(text, language, min_words=min_words, max_words=max_words)
-            if problem is None and pool.most_similar(text) is not None:
+            text = strip_quotes(" ".join(text.split()) if o.language == "en" else text)
+            problem = instruction_problem(
+                text, o.language, min_words=o.min_words, max_words=o.max_words
+            )
+            if problem is None and self.pool.most_similar(text) is not None:
                 problem = "similar"
             if problem:
-                filtered[problem] += 1
+                self.counts[problem] += 1
                 continue
-            pool.add(text)
-            kept.append(
-                {
-                    "instruction": text,
-                    "batch_id": batch["id"],
-                    "prompt_index": batch["metadata"]["prompt_index"],
-                }
-            )
+            self.pool.add(text)
+            origin = {"batch_id": batch["id"], "prompt_index": batch["metadata"]["prompt_index"]}
+            self.kept.append({"instruction": text, **origin, "position": len(self.kept)})
 
-    target = math.ceil(n * 1.25) + 1  # a margin: some instances fail to parse
-    limit_prompts = max_prompts or (10 * math.ceil(target / num_tasks) + 10)
-    spent = RunStats()
-    status, stop_reason = "completed", None
-    errors: list[dict[str, Any]] = []
-    prompts_done = 0
-    first = True
-    while len(kept) < target and prompts_done < limit_prompts:
-        # Enough prompts for the tasks still missing at the yield seen so far (half the
-        # asked-for tasks survive, before anything is known).
-        rate = len(kept) / prompts_done if prompts_done else num_tasks / 2
-        need = math.ceil((target - len(kept)) / max(rate, 0.25) * 1.2)
-        # at least double each round, so a poor yield costs few rounds (each is a run)
-        stop = min(limit_prompts, prompts_done + max(need, prompts_done, 1))
-        stage_config = remaining_budget(config, spent)
-        if budget_exhausted(stage_config):
-            status, stop_reason = "stopped", "budget exhausted"
-            break
-        if not first:
-            stage_config = replace(stage_config, overwrite=False)
-        stage_job = {**job, "stage": "instructions"}
-        result = run_method(
-            tasks=(
-                Task(
-                    id=record_id("self_instruct/instructions", stage_job, i),
-                    fn=lambda ctx, i=i: generate(ctx, i),
-                    info={"stage": "instructions", "prompt_index": i},
-                )
-                for i in range(prompts_done, stop)
-            ),
-            method="self_instruct",
-            model=model,
-            out=_sidecar(out),
-            config=stage_config,
-            job=stage_job,
-        )
-        first = False
-        add_stats(spent, result.stats)
-        errors += result.errors
-        for batch in result.records:
-            admit(batch)
-        prompts_done = stop
-        if result.status != "completed":
-            status, stop_reason = result.status, result.stop_reason
-            break
+    # -- stage 2: tasks -> instances ---------------------------------------------------------
+    async def classify(self, ctx: RunContext, task: str) -> tuple[bool, str]:
+        o = self.options
+        if o.classification == "heuristic":
+            return looks_like_classification(task), "heuristic"
+        question = self.text["classify"].format(examples=self.shots, task=task)
+        params = SamplingParams.coerce(o.instance_params, max_tokens=8, seed=o.seed)
+        verdict = parse_yes_no((await ctx.chat(chat_messages(None, question), params=params)).text)
+        if verdict is None:
+            self.counts["classification_unreadable"] += 1  # counted; decided by keywords
+            return looks_like_classification(task), "heuristic_fallback"
+        return verdict, "llm"
 
-    # -- stage 2: tasks -> instances -----------------------------------------------------
-    by_class = {
-        flag: [s for s in seeds if s["is_classification"] == flag] for flag in (False, True)
-    }
-
-    def demos(is_cls: bool, index: int) -> str:
-        group = by_class[is_cls] or seeds
-        picked = random.Random(seed * 31 + index).sample(group, min(2, len(group)))
+    def demos(self, is_cls: bool, index: int) -> str:
+        group = self.by_class[is_cls] or self.seeds
+        picked = random.Random(self.options.seed * 31 + index).sample(group, min(2, len(group)))
         key = "output_first_example" if is_cls else "input_first_example"
         return "\n\n".join(
-            prompts[key].format(
-                task=ex["instruction"],
-                input=ex["input"] or prompts["none"],
-                output=ex["output"],
+            self.text[key].format(
+                task=ex["instruction"], input=ex["input"] or self.text["none"], output=ex["output"]
             )
             for ex in picked
         )
 
-    async def is_classification(ctx: RunContext, task: str, index: int) -> tuple[bool, str]:
-        if classification == "heuristic":
-            return looks_like_classification(task), "heuristic"
-        cls_seeds = by_class[True][:3] + by_class[False][:3]
-        shots = "\n\n".join(
-            prompts["classify_example"].format(
-                task=s["instruction"], answer=prompts["yes" if s["is_classification"] else "no"]
-            )
-            for s in sorted(cls_seeds, key=lambda s: s["id"])
+    async def instance(self, ctx: RunContext, item: dict[str, Any]) -> dict[str, Any] | None:
+        o = self.options
+        task, index = item["instruction"], item["position"]
+        is_cls, source = await self.classify(ctx, task)
+        prompt = self.text["output_first" if is_cls else "input_first"].format(
+            examples=self.demos(is_cls, index), task=task
         )
-        answer = await ctx.chat(
-            [{"role": "user", "content": prompts["classify"].format(examples=shots, task=task)}],
-            params=SamplingParams.coerce(inst, max_tokens=8, seed=seed),
-        )
-        verdict = parse_yes_no(answer.text)
-        if verdict is None:
-            filtered["classification_unreadable"] += 1  # counted; decided by keywords
-            return looks_like_classification(task), "heuristic_fallback"
-        return verdict, "llm"
-
-    async def instance(ctx: RunContext, index: int, item: dict[str, Any]) -> dict[str, Any] | None:
-        task = item["instruction"]
-        is_cls, source = await is_classification(ctx, task, index)
-        key = "output_first" if is_cls else "input_first"
-        prompt = prompts[key].format(examples=demos(is_cls, index), task=task)
-        answer = await ctx.chat(
-            [{"role": "user", "content": prompt}], params=with_seed(inst, seed, index, 1)
-        )
+        seed = o.seed * 1_000_003 + index * 101 + 1
+        params = SamplingParams.coerce(o.instance_params, seed=seed)
+        answer = await ctx.chat(chat_messages(None, prompt), params=params)
         fields = parse_labeled(answer.text, _INSTANCE_LABELS)
         output = fields.get("label" if is_cls else "output", "").strip()
         instance_input = fields.get("input", "").strip()
         if instance_input.lower().strip(".。") in _NO_INPUT:
             instance_input = ""
         if not output:
-            filtered["instance_unparsable"] += 1
+            self.counts["instance_unparsable"] += 1
             return None
+        lineage = self.lineage | {"index": index, "parent_id": item["batch_id"]}
         return make_record(
             id=ctx.task.id,
             input=task + (f"\n\n{instance_input}" if instance_input else ""),
@@ -509,133 +429,15 @@ def self_instruct(
                 "prompt_index": item["prompt_index"],
                 "raw_instance": answer.text,
             },
-            lineage=make_lineage(
-                "self_instruct",
-                main_model.name,
-                template_hash=template_hash,
-                params=lineage_params,
-                seed=seed,
-                index=index,
-                parent_id=item["batch_id"],
-            ),
+            lineage=make_lineage(self.name, ctx.model.name, **lineage),
         )
 
-    def instance_tasks() -> Iterator[Task]:
-        for index, item in enumerate(kept):
-            yield Task(
-                id=record_id("self_instruct", {**job, "instruction": item["instruction"]}, index),
-                fn=lambda ctx, i=index, it=item: instance(ctx, i, it),
-                info={"stage": "instances", "instruction": item["instruction"][:80]},
-            )
-
-    stage_config = remaining_budget(config, spent)
-    if budget_exhausted(stage_config) and status == "completed":
-        status, stop_reason = "stopped", "budget exhausted"
-    result: RunResult = run_method(
-        tasks=instance_tasks() if not budget_exhausted(stage_config) else iter(()),
-        method="self_instruct",
-        model=model,
-        out=out,
-        config=stage_config,
-        job=job,
-        limit=n,
-    )
-    add_stats(spent, result.stats)
-    instruction_stats = dict(spent.__dict__)
-    if result.status != "completed" and status == "completed":
-        status, stop_reason = result.status, result.stop_reason
-    result.errors = errors + result.errors
-    df = result_frame(
-        result,
-        filtered=dict(filtered),
-        pool={
-            "seeds": len(seeds),
-            "prompts": prompts_done,
-            "candidates": counts["candidates"],
-            "kept_instructions": len(kept),
-            "lcs_computed": pool.lcs_computed,
-        },
-        instructions_out=str(_sidecar(out)) if out else None,
-    )
-    df.attrs["forgekit"].update(
-        status=status, stop_reason=stop_reason, stats_all_stages=instruction_stats
-    )
-    return df
-
-
-# --- the `forge self-instruct` command -----------------------------------------------------
-def _run_command(args: argparse.Namespace, ctx: Any) -> Any:
-    return self_instruct(
-        args.n,
-        model=args.model,
-        seed_tasks=args.seed_tasks,
-        language=args.language,
-        num_examples=args.num_examples,
-        num_tasks=args.num_tasks,
-        similarity_threshold=args.similarity_threshold,
-        tokenizer=args.tokenizer,
-        classification=args.classification,
-        min_words=args.min_words,
-        max_words=args.max_words,
-        instruction_params={"temperature": args.temperature, "max_tokens": args.list_max_tokens},
-        instance_params={"temperature": args.instance_temperature, "max_tokens": args.max_tokens},
-        max_prompts=args.max_prompts,
-        seed=args.seed,
-        out=args.out,
-        config=run_config_from_args(args, ctx),
-    )
-
-
-def add_command(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "self-instruct",
-        aliases=["self_instruct"],
-        help="Self-Instruct (Alpaca): grow tasks from seed examples, with filters",
-        description="Self-Instruct: prompt with 3 sampled seed tasks for a numbered list of new "
-        "tasks; drop too short/long, blacklisted ('image', 'file', ...), 'Write a program', "
-        "punctuation-led tasks and any with ROUGE-L > threshold to the pool (CJK-aware); then "
-        "write one instance per task (output-first for classification tasks).",
-    )
-    p.add_argument("-n", type=int, default=10, help="records to produce (default 10)")
-    add_model_option(p)
-    p.add_argument(
-        "--seed-tasks",
-        default=None,
-        help="seed tasks file (.jsonl/.json/.csv: instruction, input, output, "
-        "is_classification); default: the bundled set for --language",
-    )
-    p.add_argument("--language", choices=LANGUAGES, default="en", help="en (default) or zh")
-    p.add_argument("--num-examples", type=int, default=3, help="seed tasks per prompt (3)")
-    p.add_argument("--num-tasks", type=int, default=8, help="new tasks asked per prompt (8)")
-    p.add_argument(
-        "--similarity-threshold",
-        type=float,
-        default=0.7,
-        help="drop tasks with ROUGE-L F1 above this to the pool (0.7)",
-    )
-    p.add_argument(
-        "--tokenizer",
-        choices=["auto", "jieba"],
-        default="auto",
-        help="ROUGE tokens: auto = words, CJK per character (default); jieba = Chinese words",
-    )
-    p.add_argument(
-        "--classification",
-        choices=["llm", "heuristic"],
-        default="llm",
-        help="how to tell classification tasks: ask the model (default) or keywords only",
-    )
-    p.add_argument("--min-words", type=float, default=3, help="drop tasks of <= this many words")
-    p.add_argument("--max-words", type=float, default=150, help="drop tasks over this many words")
-    p.add_argument(
-        "--temperature", type=float, default=1.0, help="task-list temperature (default 1.0)"
-    )
-    p.add_argument("--list-max-tokens", type=int, default=512, help="task-list max tokens (512)")
-    p.add_argument(
-        "--instance-temperature", type=float, default=0.0, help="instance temperature (0)"
-    )
-    p.add_argument("--max-tokens", type=int, default=256, help="instance max tokens (256)")
-    p.add_argument("--max-prompts", type=int, default=None, help="give up after this many prompts")
-    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
-    add_run_options(p)
-    p.set_defaults(handler=_run_command)
+    def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        pool = {"seeds": len(self.seeds), "prompts": self.prompts, "candidates": self.candidates}
+        pool |= {"kept_instructions": len(self.kept), "lcs_computed": self.pool.lcs_computed}
+        return {
+            "filtered": dict(self.counts),
+            "pool": pool,
+            "instructions_out": self.instructions_out,
+            "stats_all_stages": self.all_stages,
+        }

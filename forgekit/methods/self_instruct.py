@@ -1,17 +1,12 @@
 """Self-Instruct (Wang et al., 2023; the Alpaca recipe): grow a task pool from a few seeds.
 
-Stage 1 shows the model 3 tasks sampled from the seed set and asks for a numbered list of new
-ones; each parsed task must pass the filters (length, blacklisted words such as "image" or
-"file", "Write a program", a leading punctuation mark, a non-ASCII start in English) and be
-no more similar than ROUGE-L 0.7 to any task already in the pool (seeds included; CJK text
-is tokenized per character, see forgekit.evaluate.rouge). Stage 2 decides whether each
-new task is a classification task and writes one instance for it: output-first for
-classification (pick a label, then an input of that class — otherwise models write inputs
-that mostly belong to one class), input-first for everything else.
-
-Stage 1 records (one per prompt, with the raw answer and the parsed tasks) go to
-`<out>.instructions.jsonl` beside `out`, so a re-run resumes both stages; the pool is
+Stage 1 asks for numbered lists of new tasks, in rounds until enough pass the filters (DESIGN
+§4) and the ROUGE-L check against the pool (seeds included; CJK text is tokenized per
+character, see forgekit.evaluate.rouge). Its records (one per prompt: the raw answer and the
+parsed tasks) go to `<out>.instructions.jsonl`, so a re-run resumes both stages; the pool is
 rebuilt from them in prompt order, which keeps the result independent of concurrency.
+Stage 2 writes one instance per task: output-first for classification tasks (a label, then
+an input of that class — else inputs mostly fall in one class), input-first for the rest.
 """
 
 from __future__ import annotations
@@ -25,6 +20,8 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from forgekit.data.io import read_records
 from forgekit.data.records import fingerprint, make_lineage, make_record
@@ -40,69 +37,8 @@ from forgekit.methods.spec import Method, option, sampling
 from forgekit.models import SamplingParams
 
 LANGUAGES = ("en", "zh")
-
-# --- prompts (per language) ----------------------------------------------------------------
-PROMPTS: dict[str, dict[str, str]] = {
-    "en": {
-        "generate": (
-            "Here are {k} examples of tasks that people ask an AI assistant to do:\n"
-            "{examples}\n\n"
-            "Come up with {num} new tasks. Make them different from the examples and from "
-            "each other: vary the verbs, the topics and the kind of task (open questions, "
-            "writing, rewriting, reasoning, classification, coding, advice). Each task must "
-            "be answerable in text alone, without images, audio, files or web browsing, and "
-            "be one or two sentences long. Write only the numbered list, starting at {next}."
-        ),
-        "classify": (
-            "Can the task be answered by choosing from a small, fixed set of labels (a "
-            "classification task)? Answer Yes or No.\n\n{examples}\n\nTask: {task}\n"
-            "Classification:"
-        ),
-        "classify_example": "Task: {task}\nClassification: {answer}",
-        "input_first": (
-            "Write one example for the last task below: first an input for it (or None if "
-            "the task needs no input), then the correct output. Follow the format of the "
-            "examples exactly.\n\n{examples}\n\nTask: {task}\n"
-        ),
-        "input_first_example": "Task: {task}\nInput: {input}\nOutput: {output}",
-        "output_first": (
-            "The last task below is a classification task. Pick one of its possible class "
-            "labels, then write an input that belongs to that class. Follow the format of "
-            "the examples exactly.\n\n{examples}\n\nTask: {task}\n"
-        ),
-        "output_first_example": "Task: {task}\nClass label: {output}\nInput: {input}",
-        "yes": "Yes",
-        "no": "No",
-        "none": "None",
-    },
-    "zh": {
-        "generate": (
-            "下面是人们请 AI 助手完成的 {k} 个任务示例：\n{examples}\n\n"
-            "请再想出 {num} 个新任务。新任务要与示例不同，彼此之间也不同：动词、话题和任务类型"
-            "（开放问答、写作、改写、推理、分类、编程、建议）都要有变化。每个任务只用文字就能"
-            "完成，不涉及图片、音频、文件或上网，长度为一到两句话。请用中文，只写编号列表，"
-            "从 {next} 开始编号。"
-        ),
-        "classify": (
-            "下面的任务能否通过从一小组固定的标签中选择一个来完成（即分类任务）？"
-            "回答“是”或“否”。\n\n{examples}\n\n任务：{task}\n是否分类："
-        ),
-        "classify_example": "任务：{task}\n是否分类：{answer}",
-        "input_first": (
-            "请为最后一个任务写一个示例：先写任务的输入（如果任务不需要输入，写“无”），再写"
-            "正确的输出。严格按照示例的格式。\n\n{examples}\n\n任务：{task}\n"
-        ),
-        "input_first_example": "任务：{task}\n输入：{input}\n输出：{output}",
-        "output_first": (
-            "最后一个任务是分类任务。请先选出它的一个类别标签，再写一个属于该类别的输入。"
-            "严格按照示例的格式。\n\n{examples}\n\n任务：{task}\n"
-        ),
-        "output_first_example": "任务：{task}\n类别：{output}\n输入：{input}",
-        "yes": "是",
-        "no": "否",
-        "none": "无",
-    },
-}
+# The bundled seed tasks and the prompts (per language, exactly as the model sees them).
+_DATA = resources.files("forgekit.methods") / "seeds"
 _INSTANCE_LABELS = {
     "input": ("Input", "输入"),
     "output": ("Output", "输出", "Answer", "答案"),
@@ -111,13 +47,11 @@ _INSTANCE_LABELS = {
 _NO_INPUT = {"", "none", "n/a", "na", "(none)", "<noinput>", "无", "没有", "无输入", "null"}
 
 # --- filters (DESIGN §4) -------------------------------------------------------------------
-_BLACKLIST = "image graph picture file map draw plot go_to video audio music flowchart diagram"
-BLACKLIST_EN = tuple(word.replace("_", " ") for word in _BLACKLIST.split())
+_EN_WORDS = "image graph picture file map draw plot go_to video audio music flowchart diagram"
+BLACKLIST_EN = tuple(word.replace("_", " ") for word in _EN_WORDS.split())
 # The same ideas in Chinese; substrings, since Chinese has no word boundaries.
-_BLACKLIST_ZH = (
-    "图片 图像 照片 图表 图形 文件 地图 绘制 画出 画一 视频 音频 音乐 流程图 示意图 前往"
-)
-BLACKLIST_ZH = tuple(_BLACKLIST_ZH.split())
+_ZH_WORDS = "图片 图像 照片 图表 图形 文件 地图 绘制 画出 画一 视频 音频 音乐 流程图 示意图 前往"
+BLACKLIST_ZH = tuple(_ZH_WORDS.split())
 _BLACKLIST_EN_RE = re.compile(
     r"\b(?:" + "|".join(re.escape(w) for w in BLACKLIST_EN) + r")s?\b", re.IGNORECASE
 )
@@ -163,8 +97,7 @@ def looks_like_classification(task: str) -> bool:
 
 # --- seeds ---------------------------------------------------------------------------------
 def default_seed_path(language: str) -> Path:
-    path = resources.files("forgekit.methods") / "seeds" / f"self_instruct_{language}.jsonl"
-    return Path(str(path))
+    return Path(str(_DATA / f"self_instruct_{language}.jsonl"))
 
 
 def load_seed_tasks(source: Any = None, language: str = "en") -> list[dict[str, Any]]:
@@ -217,10 +150,7 @@ class SelfInstructOptions:
         "auto", help="ROUGE tokens: auto = words, CJK per character; jieba = Chinese words"
     )
     classification: str = option(
-        "llm",
-        choices=("llm", "heuristic"),
-        help="how to tell classification tasks: ask the model (keywords when its answer is "
-        "unreadable) or keywords only",
+        "llm", choices=("llm", "heuristic"), help="classification tasks: ask the model, or keywords"
     )
     min_words: float = option(3, help="drop tasks of <= this many words (CJK character: 0.5)")
     max_words: float = option(150, help="drop tasks over this many words")
@@ -238,10 +168,7 @@ class SelfInstructOptions:
         help="the instances",
     )
     max_prompts: int | None = option(
-        None,
-        minimum=1,
-        identity=False,
-        help="give up after this many prompts (default 10 * n / num_tasks + 10)",
+        None, minimum=1, identity=False, help="give up after this many prompts (default: 10x need)"
     )
     seed: int = option(0, help="base seed")
 
@@ -270,28 +197,23 @@ class SelfInstruct(Method):
                 f"num_examples={o.num_examples} needs at least that many seed tasks; "
                 f"the seed set has {len(self.seeds)}"
             )
-        self.text = PROMPTS[o.language]
+        prompts = (_DATA / "self_instruct_prompts.yaml").read_text(encoding="utf-8")
+        self.text: dict[str, str] = yaml.safe_load(prompts)[o.language]
         self.pool = RougePool(o.similarity_threshold, o.tokenizer)
         for seed in self.seeds:
             self.pool.add(seed["instruction"])
-        self.by_class = {
-            flag: [s for s in self.seeds if s["is_classification"] == flag]
-            for flag in (False, True)
+        self.groups = {
+            c: [s for s in self.seeds if s["is_classification"] == c] for c in (False, True)
         }
-        shots = sorted(self.by_class[True][:3] + self.by_class[False][:3], key=lambda s: s["id"])
+        shots = sorted(self.groups[True][:3] + self.groups[False][:3], key=lambda s: s["id"])
+        answer = {True: self.text["yes"], False: self.text["no"]}
+        shot = self.text["classify_example"]
         self.shots = "\n\n".join(
-            self.text["classify_example"].format(
-                task=s["instruction"], answer=self.text["yes" if s["is_classification"] else "no"]
-            )
-            for s in shots
+            shot.format(task=s["instruction"], answer=answer[s["is_classification"]]) for s in shots
         )
         params = {"instruction": o.instruction_params.to_dict()}
         params["instance"] = o.instance_params.to_dict()
-        self.lineage = {
-            "template_hash": fingerprint(self.text, 12),
-            "params": params,
-            "seed": o.seed,
-        }
+        self.lineage = dict(template_hash=fingerprint(self.text, 12), params=params, seed=o.seed)
         self.kept: list[dict[str, Any]] = []  # the new tasks that passed, in prompt order
         self.candidates = self.prompts = 0
         return []
@@ -302,9 +224,8 @@ class SelfInstruct(Method):
         most = o.max_prompts or (10 * math.ceil(target / o.num_tasks) + 10)
         results = []
         while len(self.kept) < target and self.prompts < most:
-            # Enough prompts for the tasks still missing at the yield seen so far (half the
-            # asked-for tasks survive, before anything is known), and at least double each
-            # round, so a poor yield costs few rounds.
+            # Prompts for the tasks still missing at the yield so far (at first: half of those
+            # asked for survive), at least doubling each round so a poor yield costs few rounds.
             done = self.prompts
             rate = len(self.kept) / done if done else o.num_tasks / 2
             need = math.ceil((target - len(self.kept)) / max(rate, 0.25) * 1.2)
@@ -323,8 +244,10 @@ class SelfInstruct(Method):
             if not lists.completed:
                 break
         instances = await stages.run(self.kept, produce=self.instance, limit=o.n)
-        self.instructions_out = str(results[0].out) if results[0].out else None
-        self.all_stages = asdict(total_stats([*results, instances.result]))
+        self.details = {
+            "instructions_out": str(results[0].out) if results[0].out else None,
+            "stats_all_stages": asdict(total_stats([*results, instances.result])),
+        }
 
     # -- stage 1: prompts -> candidate tasks -------------------------------------------------
     async def generate(self, ctx: RunContext, index: int) -> dict[str, Any]:
@@ -387,7 +310,7 @@ class SelfInstruct(Method):
         return verdict, "llm"
 
     def demos(self, is_cls: bool, index: int) -> str:
-        group = self.by_class[is_cls] or self.seeds
+        group = self.groups[is_cls] or self.seeds
         picked = random.Random(self.options.seed * 31 + index).sample(group, min(2, len(group)))
         key = "output_first_example" if is_cls else "input_first_example"
         return "\n\n".join(
@@ -404,8 +327,7 @@ class SelfInstruct(Method):
         prompt = self.text["output_first" if is_cls else "input_first"].format(
             examples=self.demos(is_cls, index), task=task
         )
-        seed = o.seed * 1_000_003 + index * 101 + 1
-        params = SamplingParams.coerce(o.instance_params, seed=seed)
+        params = SamplingParams.coerce(o.instance_params, seed=o.seed * 1_000_003 + index * 101 + 1)
         answer = await ctx.chat(chat_messages(None, prompt), params=params)
         fields = parse_labeled(answer.text, _INSTANCE_LABELS)
         output = fields.get("label" if is_cls else "output", "").strip()
@@ -435,9 +357,4 @@ class SelfInstruct(Method):
     def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         pool = {"seeds": len(self.seeds), "prompts": self.prompts, "candidates": self.candidates}
         pool |= {"kept_instructions": len(self.kept), "lcs_computed": self.pool.lcs_computed}
-        return {
-            "filtered": dict(self.counts),
-            "pool": pool,
-            "instructions_out": self.instructions_out,
-            "stats_all_stages": self.all_stages,
-        }
+        return {"filtered": dict(self.counts), "pool": pool, **self.details}

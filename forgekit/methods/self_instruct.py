@@ -52,9 +52,7 @@ BLACKLIST_EN = tuple(word.replace("_", " ") for word in _EN_WORDS.split())
 # The same ideas in Chinese; substrings, since Chinese has no word boundaries.
 _ZH_WORDS = "图片 图像 照片 图表 图形 文件 地图 绘制 画出 画一 视频 音频 音乐 流程图 示意图 前往"
 BLACKLIST_ZH = tuple(_ZH_WORDS.split())
-_BLACKLIST_EN_RE = re.compile(
-    r"\b(?:" + "|".join(re.escape(w) for w in BLACKLIST_EN) + r")s?\b", re.IGNORECASE
-)
+_BLACKLIST_EN_RE = re.compile(rf"\b(?:{'|'.join(map(re.escape, BLACKLIST_EN))})s?\b", re.IGNORECASE)
 _PROGRAM_PREFIXES = ("write a program", "编写一个程序", "写一个程序", "编写程序", "写一段程序")
 
 
@@ -147,7 +145,9 @@ class SelfInstructOptions:
     num_tasks: int = option(8, minimum=1, help="new tasks asked per prompt")
     similarity_threshold: float = option(0.7, help="drop tasks with ROUGE-L F1 above this")
     tokenizer: str | Callable[[str], list[str]] = option(
-        "auto", help="ROUGE tokens: auto = words, CJK per character; jieba = Chinese words"
+        "auto",
+        metavar="{auto,jieba}",  # in Python also a callable text -> tokens
+        help="ROUGE tokens: auto = words, CJK per character; jieba = Chinese words",
     )
     classification: str = option(
         "llm", choices=("llm", "heuristic"), help="classification tasks: ask the model, or keywords"
@@ -331,9 +331,8 @@ class SelfInstruct(Method):
         answer = await ctx.chat(chat_messages(None, prompt), params=params)
         fields = parse_labeled(answer.text, _INSTANCE_LABELS)
         output = fields.get("label" if is_cls else "output", "").strip()
-        instance_input = fields.get("input", "").strip()
-        if instance_input.lower().strip(".。") in _NO_INPUT:
-            instance_input = ""
+        given = fields.get("input", "").strip()
+        instance_input = "" if given.lower().strip(".。") in _NO_INPUT else given
         if not output:
             self.counts["instance_unparsable"] += 1
             return None

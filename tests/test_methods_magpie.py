@@ -9,6 +9,7 @@ from forgekit.data.text import detect_script
 from forgekit.errors import ConfigError, UnsupportedOperationError
 from forgekit.methods import magpie
 from forgekit.methods.magpie import CHAT_FORMATS, pre_query_text
+from forgekit.models.scripted import ScriptedModel
 from tests.conftest import write_profile
 
 EXPECTED_PRE_QUERY = {
@@ -42,6 +43,13 @@ def test_system_and_multi_turn_rendering():
     )
     assert pre_query_text(CHAT_FORMATS["llama2"], "Be kind.", []) == (
         "<s>[INST] <<SYS>>\nBe kind.\n<</SYS>>\n\n"
+    )
+    # Mistral and Llama-2 keep the system text inside the first [INST] on later turns too.
+    assert pre_query_text(CHAT_FORMATS["llama2"], "Be kind.", [("Hi?", "Hello.")]) == (
+        "<s>[INST] <<SYS>>\nBe kind.\n<</SYS>>\n\nHi? [/INST] Hello. </s><s>[INST] "
+    )
+    assert pre_query_text(CHAT_FORMATS["mistral"], "Be kind.", [("Hi?", "Hello.")]) == (
+        "<s>[INST] Be kind.\n\nHi? [/INST] Hello.</s>[INST] "
     )
     with pytest.raises(ConfigError, match="gemma2.*no system role"):
         pre_query_text(CHAT_FORMATS["gemma2"], "x", [])
@@ -121,6 +129,15 @@ def test_multi_turn_records_history_and_system(stub, stub_model):
     assert first["input"] == "Question number 1 about rivers?"
     assert first["output"] == "echo: Question number 1 about rivers?"
     assert len(first["metadata"]["raw_instructions"]) == 2
+
+
+def test_the_count_is_the_one_positional_argument():
+    with pytest.raises(TypeError, match="got n twice"):
+        magpie(2, n=3)
+    with pytest.raises(TypeError, match="takes n as its only positional argument"):
+        magpie(2, 3)
+    with pytest.raises(TypeError, match="takes no input data"):
+        magpie(data=[{"input": "x"}], model=ScriptedModel())
 
 
 def test_chat_only_provider_gets_a_clear_error(stub, tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from forgekit.cli import main as cli_main
-from forgekit.errors import ConfigError
+from forgekit.errors import ConfigError, StoreError
 from forgekit.evaluate.rouge import RougePool, lcs_length, lcs_table, naive_filter
 from forgekit.methods import self_instruct
 from forgekit.methods._text import parse_numbered_list
@@ -18,6 +18,7 @@ from forgekit.methods.self_instruct import (
     load_seed_tasks,
     looks_like_classification,
 )
+from forgekit.models.scripted import ScriptedModel
 from tests.conftest import read_jsonl
 
 
@@ -337,6 +338,77 @@ def test_cli_help_and_run(stub, stub_model, tmp_path, capsys):
         ]
     )
     assert code == 0 and len(read_jsonl(out)) == 2
+
+
+def scripted(task_list=TASK_LIST) -> ScriptedModel:
+    """The stub script above, in process."""
+    return ScriptedModel(
+        [
+            (r"Come up with \d+ new tasks", task_list),
+            (r"(mammal, bird or reptile\.|sarcastic or sincere\?)\nClassification:$", "Yes"),
+            (r"Classification:$", "No"),
+            (r"classification task\. Pick", "Class label: mammal\nInput: a dolphin"),
+            (r"Write one example", "Input: None\nOutput: A short, useful answer."),
+        ]
+    )
+
+
+def test_counts_describe_the_records_and_spend_covers_both_stages():
+    model = scripted()
+    df = self_instruct(3, model=model, progress=False)
+    info = df.attrs["forgekit"]
+    lists = sum("Come up with" in call["prompt"] for call in model.calls)
+    assert lists == info["pool"]["prompts"] > 0
+    assert info["stats"]["ok"] == len(df) == 3  # the task lists are not records of the result
+    assert info["stats"]["requests"] == len(model.calls)  # ... but their requests are spent
+    assert info["stats_all_stages"]["ok"] == len(df) + lists
+    assert info["instructions_out"] is None and info["status"] == "completed"
+
+
+def test_a_prompt_keeps_its_id_however_the_rounds_split(tmp_path):
+    model = scripted()
+    out = tmp_path / "si.jsonl"
+    # Rounds [0, 2) and [2, 3); a later call with a larger n asks for [0, 4) in one round.
+    first = self_instruct(4, model=model, out=out, max_prompts=3, progress=False)
+    assert first.attrs["forgekit"]["pool"]["prompts"] == 3
+    more = self_instruct(8, model=model, out=out, cache=False, progress=False)
+    batches = read_jsonl(tmp_path / "si.instructions.jsonl")
+    indexes = [b["metadata"]["prompt_index"] for b in batches]
+    assert sorted(indexes) == list(range(more.attrs["forgekit"]["pool"]["prompts"]))
+    asked = [c["prompt"] for c in model.calls if "Come up with" in c["prompt"]]
+    assert len(asked) == len(indexes)  # prompts 0-2 were resumed, never asked again
+    assert list(more["id"][: len(first)]) == list(first["id"])
+
+
+def test_overwrite_moves_each_file_aside_once(tmp_path):
+    model = scripted()
+    out = tmp_path / "si.jsonl"
+    first = self_instruct(3, model=model, out=out, progress=False)
+    with pytest.raises(StoreError, match="different job"):
+        self_instruct(3, model=model, out=out, seed=1, progress=False)
+    again = self_instruct(3, model=model, out=out, seed=1, overwrite=True, progress=False)
+    (old_records,) = tmp_path.glob("si.jsonl.*.bak")
+    (old_lists,) = tmp_path.glob("si.instructions.jsonl.*.bak")
+    assert [r["id"] for r in read_jsonl(old_records)] == list(first["id"])
+    assert [r["id"] for r in read_jsonl(out)] == list(again["id"])
+    prompts = again.attrs["forgekit"]["pool"]["prompts"]
+    assert len(read_jsonl(tmp_path / "si.instructions.jsonl")) == prompts
+    assert len(read_jsonl(old_lists)) == first.attrs["forgekit"]["pool"]["prompts"]
+
+
+def test_the_seed_tasks_content_is_the_identity_not_their_path(tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    tasks = ["Explain tides to a child.", "Name three uses of copper.", "Describe a sunrise."]
+    seeds.write_text("".join(f'{{"instruction": "{t}"}}\n' for t in tasks))
+    out = tmp_path / "si.jsonl"
+    model = scripted()
+    self_instruct(1, model=model, seed_tasks=str(seeds), out=out, progress=False)
+    self_instruct(
+        1, model=model, seed_tasks=[{"instruction": t} for t in tasks], out=out, progress=False
+    )
+    seeds.write_text(seeds.read_text().replace("copper", "silver"))
+    with pytest.raises(StoreError, match="different job"):
+        self_instruct(1, model=model, seed_tasks=str(seeds), out=out, progress=False)
 
 
 # --- the embedded model --------------------------------------------------------------------

@@ -30,7 +30,6 @@ LEGACY_METHODS = (
     "self_instruct",
     "cosmopedia",
     "reasoning",
-    "doc_qa",
     "translate",
     "judge",
 )

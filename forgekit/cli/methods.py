@@ -36,7 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_method_command(subparsers: argparse._SubParsersAction, cls: type[Method]) -> None:
     doc = " ".join((cls.__doc__ or cls.help).split())
     parser = subparsers.add_parser(cls.command or cls.name, help=cls.help, description=doc)
-    if cls.inputs != "none":
+    if cls.inputs == "paths":
+        parser.add_argument("paths", nargs="+", help="input files and/or folders")
+    elif cls.inputs != "none":
         add_input_option(parser, required=cls.inputs == "required")
     add_model_option(parser)
     hints = typing.get_type_hints(cls.Options)
@@ -106,7 +108,8 @@ def _add_value(group: Any, field: dataclasses.Field, info: OptionInfo, hint: Any
             **kwargs,
         )
         return
-    many = _is_sequence(hint)
+    # With `from_text` one command-line string is the whole value (e.g. "input,output").
+    many = _is_sequence(hint) and info.from_text is None
     element = _element_type(hint) if many else _base_type(hint)
     kwargs.update(
         default=default,
@@ -115,11 +118,12 @@ def _add_value(group: Any, field: dataclasses.Field, info: OptionInfo, hint: Any
     )
     if many:
         kwargs["nargs"] = "+"
-    if info.choices is not None:
+    if info.choices is not None and info.from_text is None:
         kwargs["choices"] = info.choices
         if many:  # argparse would print every choice twice in the usage line
             kwargs["metavar"] = field.name.upper().removesuffix("S")
-            kwargs["help"] += f"; choose from {', '.join(map(str, info.choices))}"
+    if info.choices is not None and (many or info.from_text):
+        kwargs["help"] += f"; choose from {', '.join(map(str, info.choices))}"
     if info.metavar:
         kwargs["metavar"] = info.metavar
     group.add_argument(*_flag(field, info), **kwargs)
@@ -158,5 +162,7 @@ def run_command(cls: type[Method], args: argparse.Namespace, ctx: Any) -> Any:
             kwargs[field.name] = getattr(args, field.name)
     input_name = getattr(args, "input", None)
     data = ctx.resolve_input(input_name) if input_name is not None else None
+    if cls.inputs == "paths":
+        data = args.paths
     run = {"model": args.model, "out": args.out, "config": run_config_from_args(args, ctx)}
     return call(cls, data, {**kwargs, **run})

@@ -28,7 +28,6 @@ def __getattr__(name: str) -> _Any:
 # module is converted (its function is then bound above).
 from forgekit.methods.cascade import cascade  # noqa: E402, F401
 from forgekit.methods.cosmopedia import cosmopedia  # noqa: E402, F401
-from forgekit.methods.doc_qa import doc_qa  # noqa: E402, F401
 from forgekit.methods.dpo import dpo  # noqa: E402, F401
 from forgekit.methods.judge import judge  # noqa: E402, F401
 from forgekit.methods.magpie import magpie  # noqa: E402, F401
@@ -40,7 +39,7 @@ from forgekit.methods.vote import vote  # noqa: E402, F401
 __all__ = sorted(
     [
         *_methods(),
-        *("cascade", "cosmopedia", "doc_qa", "dpo", "judge", "magpie", "reasoning"),
+        *("cascade", "cosmopedia", "dpo", "judge", "magpie", "reasoning"),
         *("rewrite", "self_instruct", "translate", "vote"),
     ]
 )

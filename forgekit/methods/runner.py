@@ -170,7 +170,7 @@ class Models:
                 pass
 
 
-def read_input(cls: type[Method], data: Any) -> list[dict[str, Any]]:
+def read_input(cls: type[Method], data: Any) -> list[Any]:
     from forgekit.data.io import read_records
 
     if cls.inputs == "none":
@@ -180,9 +180,13 @@ def read_input(cls: type[Method], data: Any) -> list[dict[str, Any]]:
     if data is None:
         if cls.inputs == "optional":
             return [{}]
+        what = "a DataFrame, a list of dicts or a JSONL path"
         raise ConfigError(
-            f"{cls.name}: no input data: pass a DataFrame, a list of dicts or a JSONL path"
+            f"{cls.name}: no input data: pass "
+            + ("files or folders" if cls.inputs == "paths" else what)
         )
+    if cls.inputs == "paths":  # the method reads them itself
+        return list(data) if isinstance(data, (list, tuple)) else [data]
     records = read_records(data)
     if not records:
         raise ConfigError(f"{cls.name}: the input holds no records")

@@ -138,7 +138,9 @@ class Method:
     name: ClassVar[str]
     help: ClassVar[str]
     Options: ClassVar[type] = NoOptions
-    inputs: ClassVar[str] = "required"  # "required" | "optional" (None: one empty item) | "none"
+    # "required" | "optional" (None: one empty item) | "none" | "paths" (files and folders,
+    # handed to `prepare` as given: the method reads them)
+    inputs: ClassVar[str] = "required"
     command: ClassVar[str | None] = None  # the CLI name when it differs from `name`
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -30,7 +30,6 @@ LEGACY_METHODS = (
     "self_instruct",
     "cosmopedia",
     "reasoning",
-    "translate",
     "judge",
 )
 # Helper modules of forgekit.methods that still import this module (for their old callers).

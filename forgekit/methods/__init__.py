@@ -33,13 +33,12 @@ from forgekit.methods.judge import judge  # noqa: E402, F401
 from forgekit.methods.magpie import magpie  # noqa: E402, F401
 from forgekit.methods.reasoning import reasoning  # noqa: E402, F401
 from forgekit.methods.self_instruct import self_instruct  # noqa: E402, F401
-from forgekit.methods.translate import rewrite, translate  # noqa: E402, F401
 from forgekit.methods.vote import vote  # noqa: E402, F401
 
 __all__ = sorted(
     [
         *_methods(),
         *("cascade", "cosmopedia", "dpo", "judge", "magpie", "reasoning"),
-        *("rewrite", "self_instruct", "translate", "vote"),
+        *("self_instruct", "vote"),
     ]
 )

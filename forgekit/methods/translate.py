@@ -132,8 +132,11 @@ class _Transform(Method):
     default_fields: tuple[str, ...] = ()
     detail_options: tuple[str, ...] = ()
 
+    def instructions(self) -> str:
+        raise NotImplementedError  # the system prompt, once the options are checked
+
     def prepare(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        self.system_prompt = self.instructions()  # type: ignore[attr-defined]
+        self.system_prompt = self.instructions()
         self.template_hash = fingerprint(self.system_prompt, 12)
         self.fields = list(self.options.fields or self.default_fields)
         self.respond = getattr(self.options, "respond", False)

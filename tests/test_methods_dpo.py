@@ -5,8 +5,8 @@ import pytest
 
 from forgekit.errors import ConfigError
 from forgekit.methods import dpo
-from forgekit.methods._prompting import item_rng
-from forgekit.methods.dpo import parse_rating, select_pair
+from forgekit.methods.dpo import select_pair
+from forgekit.methods.parsing import item_rng, parse_rating
 from tests.conftest import StubServer, write_profile
 
 QUIET = {"progress": False}

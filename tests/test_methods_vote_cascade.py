@@ -7,8 +7,7 @@ import pytest
 
 from forgekit.errors import ConfigError
 from forgekit.methods import cascade, vote
-from forgekit.methods._prompting import LabelSet
-from forgekit.methods.vote import majority
+from forgekit.methods.parsing import LabelSet, majority
 from tests.conftest import StubServer, write_profile
 
 QUIET = {"progress": False}

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from forgekit.engine import RunContext
     from forgekit.methods.runner import Stages
+    from forgekit.models import Model
 
 # The kinds of option the runner treats specially (see OptionInfo.kind).
 KINDS = ("value", "template", "model", "sampling")
@@ -140,6 +141,7 @@ class Method:
     Options: ClassVar[type] = NoOptions
     inputs: ClassVar[str] = "required"  # "required" | "optional" (None: one empty item) | "none"
     command: ClassVar[str | None] = None  # the CLI name when it differs from `name`
+    model: Model  # the run's main model, resolved; the runner sets it before `prepare`
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -124,8 +124,8 @@ class Method:
     """A synthesis method: subclass it, set `name`, `help`, `Options`, write `produce`.
 
     One instance serves one call: `self.options` holds the resolved options (templates as
-    text, models as Model objects, sampling as SamplingParams) and `self.counts` counters
-    that end up in `df.attrs['forgekit']['counts']`.
+    text, models as Model objects, sampling as SamplingParams), `self.model` the run's main
+    model and `self.counts` counters that end up in `df.attrs['forgekit']['counts']`.
 
     Hooks, in the order the runner calls them:
     - `prepare(records)`: check and turn the input records into work items before any

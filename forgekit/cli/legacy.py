@@ -24,9 +24,6 @@ from forgekit.cli.options import (  # noqa: F401 - the shared groups, as legacy 
 # Method modules under forgekit.methods that still define `add_command(subparsers)`.
 LEGACY_METHODS = (
     "magpie",
-    "vote",
-    "cascade",
-    "dpo",
     "self_instruct",
     "cosmopedia",
     "reasoning",

@@ -118,6 +118,8 @@ def _add_value(group: Any, field: dataclasses.Field, info: OptionInfo, hint: Any
     )
     if many:
         kwargs["nargs"] = "+"
+        if default is None:  # a repeated flag adds to the list rather than replacing it
+            kwargs["action"] = "extend"
     if info.choices is not None and info.from_text is None:
         kwargs["choices"] = info.choices
         if many:  # argparse would print every choice twice in the usage line
@@ -130,10 +132,10 @@ def _add_value(group: Any, field: dataclasses.Field, info: OptionInfo, hint: Any
 
 
 def _base_type(hint: Any) -> Any:
-    """X for `X | None`; the hint itself otherwise."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    """What the command line gives: X for `X | None`, the first of a union's types
+    (`tuple[str, ...] | Mapping[...]`: a list of strings; Python may pass the others)."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return args[0] if len(args) == 1 else str
+        return next(a for a in typing.get_args(hint) if a is not type(None))
     return hint
 
 

@@ -47,6 +47,7 @@ def call(cls: type[Method], data: Any, kwargs: dict[str, Any]):
     job = {"method": cls.name, "model": model_key(model), **identity(cls, options)}
     models = Models(model, options)
     method = cls(models.resolved_options)
+    method.model = models.main
     items = method.prepare(read_input(cls, data))
     run = Run(method, models, out, config, job)
     result = run_sync(lambda: run.execute(items))
@@ -89,8 +90,8 @@ def resolve(cls: type[Method], given: dict[str, Any]) -> Any:
             wrong = [v for v in _as_list(value) if v not in info.choices]
             if wrong or (isinstance(value, (list, tuple)) and not value):
                 raise ConfigError(
-                    f"{cls.name}: {name}: {'unknown ' + repr(wrong) if wrong else 'empty'}; "
-                    f"choose from {', '.join(map(str, info.choices))}"
+                    f"{cls.name}: {name} must be one of {', '.join(map(str, info.choices))}; "
+                    f"got {'unknown ' + repr(wrong) if wrong else 'none'}"
                 )
         if info.minimum is not None and value is not None and value < info.minimum:
             raise ConfigError(f"{cls.name}: {name} must be >= {info.minimum:g}, got {value}")
@@ -142,16 +143,23 @@ def _as_list(value: Any) -> list[Any]:
 
 
 class Models:
-    """The run's models, resolved once: the main one and every model-kind option."""
+    """The run's models, resolved once: the main one and every model-kind option (a tuple
+    of them too). A `models` option lists models of equal rank (vote's voters): without
+    `model=`, its first is the main one."""
 
     def __init__(self, model: str | Model | None, options: Any) -> None:
         self._by_name: dict[str | None, Model] = {}
-        self.main = self._resolve(model)
-        changes = {
-            field.name: self._resolve(getattr(options, field.name))
-            for field, info in options_of(type(options))
-            if info.kind == "model" and getattr(options, field.name) is not None
-        }
+        listed = getattr(options, "models", None)
+        if model is not None and listed:
+            raise ConfigError("give either model= or models=, not both")
+        self.main = self._resolve(listed[0] if listed and model is None else model)
+        changes: dict[str, Any] = {}
+        for field, info in options_of(type(options)):
+            value = getattr(options, field.name)
+            if info.kind == "model" and isinstance(value, tuple):
+                changes[field.name] = tuple(map(self._resolve, value))
+            elif info.kind == "model" and value is not None:
+                changes[field.name] = self._resolve(value)
         self.resolved_options = replace(options, **changes) if changes else options
 
     def _resolve(self, model: str | Model | None) -> Model:

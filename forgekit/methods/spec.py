@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from forgekit.engine import RunContext
     from forgekit.methods.runner import Stages
+    from forgekit.models import Model
 
 # The kinds of option the runner treats specially (see OptionInfo.kind).
 KINDS = ("value", "template", "model", "sampling")
@@ -123,8 +124,8 @@ class Method:
     """A synthesis method: subclass it, set `name`, `help`, `Options`, write `produce`.
 
     One instance serves one call: `self.options` holds the resolved options (templates as
-    text, models as Model objects, sampling as SamplingParams) and `self.counts` counters
-    that end up in `df.attrs['forgekit']['counts']`.
+    text, models as Model objects, sampling as SamplingParams), `self.model` the run's main
+    model and `self.counts` counters that end up in `df.attrs['forgekit']['counts']`.
 
     Hooks, in the order the runner calls them:
     - `prepare(records)`: check and turn the input records into work items before any
@@ -142,6 +143,7 @@ class Method:
     # handed to `prepare` as given: the method reads them)
     inputs: ClassVar[str] = "required"
     command: ClassVar[str | None] = None  # the CLI name when it differs from `name`
+    model: Model  # the run's main model, resolved; the runner sets it before `prepare`
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -28,8 +28,6 @@ LEGACY_METHODS = (
     "cascade",
     "dpo",
     "self_instruct",
-    "cosmopedia",
-    "reasoning",
     "doc_qa",
     "translate",
     "judge",

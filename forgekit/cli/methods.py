@@ -35,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_method_command(subparsers: argparse._SubParsersAction, cls: type[Method]) -> None:
     doc = " ".join((cls.__doc__ or cls.help).split())
-    parser = subparsers.add_parser(cls.command or cls.name, help=cls.help, description=doc)
+    parser = subparsers.add_parser(
+        cls.command or cls.name, aliases=list(cls.aliases), help=cls.help, description=doc
+    )
     if cls.inputs != "none":
         add_input_option(parser, required=cls.inputs == "required")
     add_model_option(parser)
@@ -108,21 +110,43 @@ def _add_value(group: Any, field: dataclasses.Field, info: OptionInfo, hint: Any
         return
     many = _is_sequence(hint)
     element = _element_type(hint) if many else _base_type(hint)
-    kwargs.update(
-        default=default,
-        type=info.from_text or (element if element in (int, float) else str),
-        help=_with_default(info.help, default),
-    )
-    if many:
-        kwargs["nargs"] = "+"
-    if info.choices is not None:
-        kwargs["choices"] = info.choices
-        if many:  # argparse would print every choice twice in the usage line
-            kwargs["metavar"] = field.name.upper().removesuffix("S")
+    convert = info.from_text or (element if element in (int, float) else str)
+    kwargs.update(default=default, help=_with_default(info.help, default))
+    if many:  # `--style a b` or `--style a,b`: split first, then convert and check
+        kwargs.update(nargs="+", action=_ListAction, convert=convert, allowed=info.choices)
+        kwargs["metavar"] = field.name.upper().removesuffix("S")
+        if info.choices is not None:
             kwargs["help"] += f"; choose from {', '.join(map(str, info.choices))}"
+    else:
+        kwargs.update(type=convert, choices=info.choices)
     if info.metavar:
         kwargs["metavar"] = info.metavar
     group.add_argument(*_flag(field, info), **kwargs)
+
+
+class _ListAction(argparse.Action):
+    """A list option's values, apart by spaces or commas, converted and checked one by one."""
+
+    def __init__(self, *args: Any, convert: Any, allowed: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.convert, self.allowed = convert, allowed
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None):
+        parts = [p.strip() for value in values for p in value.split(",") if p.strip()]
+        if not parts:
+            raise argparse.ArgumentError(self, "expected at least one value")
+        try:
+            items = [self.convert(part) for part in parts]
+        except (TypeError, ValueError) as exc:
+            raise argparse.ArgumentError(self, str(exc)) from None
+        wrong = [i for i in items if self.allowed is not None and i not in self.allowed]
+        if wrong:
+            raise argparse.ArgumentError(
+                self,
+                f"invalid choice: {', '.join(map(repr, wrong))} "
+                f"(choose from {', '.join(map(str, self.allowed))})",
+            )
+        setattr(namespace, self.dest, items)
 
 
 def _base_type(hint: Any) -> Any:

@@ -27,12 +27,10 @@ def __getattr__(name: str) -> _Any:
 # COMPAT (issue 12): methods not yet converted to a declaration; delete each line as its
 # module is converted (its function is then bound above).
 from forgekit.methods.cascade import cascade  # noqa: E402, F401
-from forgekit.methods.cosmopedia import cosmopedia  # noqa: E402, F401
 from forgekit.methods.doc_qa import doc_qa  # noqa: E402, F401
 from forgekit.methods.dpo import dpo  # noqa: E402, F401
 from forgekit.methods.judge import judge  # noqa: E402, F401
 from forgekit.methods.magpie import magpie  # noqa: E402, F401
-from forgekit.methods.reasoning import reasoning  # noqa: E402, F401
 from forgekit.methods.self_instruct import self_instruct  # noqa: E402, F401
 from forgekit.methods.translate import rewrite, translate  # noqa: E402, F401
 from forgekit.methods.vote import vote  # noqa: E402, F401
@@ -40,7 +38,7 @@ from forgekit.methods.vote import vote  # noqa: E402, F401
 __all__ = sorted(
     [
         *_methods(),
-        *("cascade", "cosmopedia", "doc_qa", "dpo", "judge", "magpie", "reasoning"),
+        *("cascade", "doc_qa", "dpo", "judge", "magpie"),
         *("rewrite", "self_instruct", "translate", "vote"),
     ]
 )

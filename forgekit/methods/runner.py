@@ -81,6 +81,8 @@ def resolve(cls: type[Method], given: dict[str, Any]) -> Any:
             value = field.default
         else:
             value = given[name]
+        if isinstance(value, str) and isinstance(field.default, tuple):
+            value = (value,)  # one value for a list option: style="blogpost"
         if info.kind == "template" and value is not None:
             value = load_template(value, what=f"{name} template")
         elif info.kind == "sampling":

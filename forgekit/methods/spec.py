@@ -140,6 +140,7 @@ class Method:
     Options: ClassVar[type] = NoOptions
     inputs: ClassVar[str] = "required"  # "required" | "optional" (None: one empty item) | "none"
     command: ClassVar[str | None] = None  # the CLI name when it differs from `name`
+    aliases: ClassVar[tuple[str, ...]] = ()  # more CLI names (judge is also `forge tag`)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -103,7 +103,7 @@ def test_custom_categories_and_aspects(stub, stub_model):
     )
     assert df.iloc[0]["category"] == "greetings"
     assert "difficulty" not in df.columns  # not asked for: no column
-    with pytest.raises(ConfigError, match="aspects=.*'mood'"):
+    with pytest.raises(ConfigError, match="aspects.*'mood'"):
         judge(RECORDS, model=stub_model, aspects=["mood"])
 
 

@@ -30,7 +30,6 @@ LEGACY_METHODS = (
     "self_instruct",
     "doc_qa",
     "translate",
-    "judge",
 )
 # Helper modules of forgekit.methods that still import this module (for their old callers).
 LEGACY_HELPERS = ("_prompting", "_text", "_common")

@@ -29,7 +29,6 @@ def __getattr__(name: str) -> _Any:
 from forgekit.methods.cascade import cascade  # noqa: E402, F401
 from forgekit.methods.doc_qa import doc_qa  # noqa: E402, F401
 from forgekit.methods.dpo import dpo  # noqa: E402, F401
-from forgekit.methods.judge import judge  # noqa: E402, F401
 from forgekit.methods.magpie import magpie  # noqa: E402, F401
 from forgekit.methods.self_instruct import self_instruct  # noqa: E402, F401
 from forgekit.methods.translate import rewrite, translate  # noqa: E402, F401
@@ -38,7 +37,7 @@ from forgekit.methods.vote import vote  # noqa: E402, F401
 __all__ = sorted(
     [
         *_methods(),
-        *("cascade", "doc_qa", "dpo", "judge", "magpie"),
+        *("cascade", "doc_qa", "dpo", "magpie"),
         *("rewrite", "self_instruct", "translate", "vote"),
     ]
 )

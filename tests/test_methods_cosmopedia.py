@@ -156,3 +156,13 @@ def test_cosmopedia_on_local_model():
     assert len(df) == 1
     assert len(df.iloc[0]["output"].split()) >= 5
     assert df.iloc[0]["lineage"]["model"] == "local"
+
+
+def test_a_run_file_takes_one_style_as_a_string(tmp_path):
+    from forgekit.runfile import load_plan
+
+    (tmp_path / "web.jsonl").write_text('{"text": "Bees pollinate flowers."}\n')
+    config = tmp_path / "c.yaml"
+    config.write_text("method: cosmopedia\ninput: web.jsonl\nparams: {style: blogpost, n: 1}\n")
+    df = load_plan(config)(model=ScriptedModel([(r"blog post", LONG_TEXT)]), progress=False)
+    assert [m["style"] for m in df["metadata"]] == ["blogpost"]

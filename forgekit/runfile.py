@@ -284,6 +284,8 @@ def _check_types(
             adapter = TypeAdapter(hint)
         except Exception:  # pydantic cannot build a validator for this type
             continue
+        if isinstance(value, str) and isinstance(accepted[name].default, tuple):
+            value = [value]  # one value for a list option, as in Python (style: blogpost)
         try:
             adapter.validate_python(value)
         except ValidationError as exc:

@@ -162,8 +162,8 @@ def test_dpo_random_rejected_is_reproducible(responders):
 def test_dpo_option_errors(stub, stub_model):
     for kwargs, message in [
         ({"k": 1}, "k must be >= 2"),
-        ({"rejected": "worst"}, "rejected must be"),
-        ({"unparsable": "ignore"}, "unparsable must be"),
+        ({"rejected": "worst"}, r"rejected: unknown \['worst'\]; choose from lowest"),
+        ({"unparsable": "ignore"}, r"unparsable: unknown \['ignore'\]; choose from"),
         ({"min_margin": -1}, "min_margin"),
         ({"user": "{{ prompt }}"}, "variable 'prompt'"),
     ]:

@@ -25,9 +25,6 @@ from forgekit.cli.options import (  # noqa: F401 - the shared groups, as legacy 
 LEGACY_METHODS = (
     "magpie",
     "self_instruct",
-    "cosmopedia",
-    "reasoning",
-    "judge",
 )
 # Helper modules of forgekit.methods that still import this module (for their old callers).
 LEGACY_HELPERS = ("_prompting", "_text", "_common")

@@ -26,15 +26,12 @@ def __getattr__(name: str) -> _Any:
 
 # COMPAT (issue 12): methods not yet converted to a declaration; delete each line as its
 # module is converted (its function is then bound above).
-from forgekit.methods.cosmopedia import cosmopedia  # noqa: E402, F401
-from forgekit.methods.judge import judge  # noqa: E402, F401
 from forgekit.methods.magpie import magpie  # noqa: E402, F401
-from forgekit.methods.reasoning import reasoning  # noqa: E402, F401
 from forgekit.methods.self_instruct import self_instruct  # noqa: E402, F401
 
 __all__ = sorted(
     [
         *_methods(),
-        *("cosmopedia", "judge", "magpie", "reasoning", "self_instruct"),
+        *("magpie", "self_instruct"),
     ]
 )

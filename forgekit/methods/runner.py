@@ -82,6 +82,8 @@ def resolve(cls: type[Method], given: dict[str, Any]) -> Any:
             value = field.default
         else:
             value = given[name]
+        if isinstance(value, str) and isinstance(field.default, tuple):
+            value = (value,)  # one value for a list option: style="blogpost"
         if info.kind == "template" and value is not None:
             value = load_template(value, what=f"{name} template")
         elif info.kind == "sampling":
@@ -90,8 +92,8 @@ def resolve(cls: type[Method], given: dict[str, Any]) -> Any:
             wrong = [v for v in _as_list(value) if v not in info.choices]
             if wrong or (isinstance(value, (list, tuple)) and not value):
                 raise ConfigError(
-                    f"{cls.name}: {name} must be one of {', '.join(map(str, info.choices))}; "
-                    f"got {'unknown ' + repr(wrong) if wrong else 'none'}"
+                    f"{cls.name}: {name}: {'unknown ' + repr(wrong) if wrong else 'empty'}; "
+                    f"choose from {', '.join(map(str, info.choices))}"
                 )
         if info.minimum is not None and value is not None and value < info.minimum:
             raise ConfigError(f"{cls.name}: {name} must be >= {info.minimum:g}, got {value}")

@@ -144,6 +144,7 @@ class Method:
     inputs: ClassVar[str] = "required"
     command: ClassVar[str | None] = None  # the CLI name when it differs from `name`
     model: Model  # the run's main model, resolved; the runner sets it before `prepare`
+    aliases: ClassVar[tuple[str, ...]] = ()  # more CLI names (judge is also `forge tag`)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

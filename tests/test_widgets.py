@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import queue
+import re
 import time
 from pathlib import Path
 
@@ -41,13 +42,44 @@ def front_end_update(widget, **state) -> None:
     )
 
 
-def test_front_end_files_resolve():
+def _one_of_each(tmp_path) -> dict:
+    """A live widget of each kind, keyed by the stem of its front-end files."""
+    return {
+        "run_monitor": RunMonitor(),
+        "dataset_viewer": DatasetViewer(_records(3)),
+        "pair_reviewer": PairReviewer(
+            [{"id": "a", "chosen": "c", "rejected": "r"}], decisions_path=tmp_path / "r.jsonl"
+        ),
+    }
+
+
+def test_front_end_modules_come_from_the_widgets_folder_and_use_only_synced_traits(tmp_path):
     folder = asset_dir()
+    # A source checkout uses the top-level widgets/ folder itself, not a copy of it.
     assert folder == Path(__file__).resolve().parents[1] / "widgets"
-    for name in ("run_monitor", "dataset_viewer", "pair_reviewer"):
-        assert "export default" in (folder / f"{name}.js").read_text()
-        assert (folder / f"{name}.css").stat().st_size > 0
-    assert "export default" in RunMonitor._esm and "fk-rm-cancel" in RunMonitor._esm
+    for stem, widget in _one_of_each(tmp_path).items():
+        state = widget.get_state()  # what the front end receives when the widget opens
+        assert state["_esm"] == (folder / f"{stem}.js").read_text(encoding="utf-8")
+        assert state["_css"] == (folder / f"{stem}.css").read_text(encoding="utf-8")
+        # The module's contract with Python: every trait it reads or writes is synced.
+        used = set(re.findall(r'model\.(?:get|set)\(\s*"(\w+)"', state["_esm"]))
+        assert len(used) >= 5, f"{stem}.js: expected the module to read its state"
+        missing = used - set(widget.keys)
+        assert not missing, f"{stem}.js uses traits the Python widget does not sync: {missing}"
+
+
+def test_asset_dir_finds_the_installed_copy_first_then_the_checkout(tmp_path):
+    package = tmp_path / "site" / "forgekit"
+    with pytest.raises(FileNotFoundError, match=r"_widgets.*widgets"):
+        asset_dir(package)
+    checkout = tmp_path / "site" / "widgets"  # a source checkout: widgets/ beside the package
+    checkout.mkdir(parents=True)
+    (checkout / "run_monitor.js").write_text("export default {};\n")
+    assert asset_dir(package) == checkout
+    installed = package / "_widgets"  # a wheel: pyproject force-includes widgets/ here
+    installed.mkdir(parents=True)
+    (installed / "run_monitor.js").write_text("export default {};\n")
+    assert asset_dir(package) == installed
 
 
 # --- RunMonitor -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import tqdm.auto
 import tqdm.std
 
 from forgekit.engine import RunConfig, Task, arun, environment_progress, run, use_progress
+from forgekit.engine.core import run_engine
 from forgekit.engine.progress import default_progress_factory, text_progress
 
 
@@ -89,12 +90,13 @@ def test_a_caller_choice_reaches_runs_with_and_without_a_running_loop():
 
 def test_the_bridge_chooses_the_display_and_the_engine_alone_shows_text(monkeypatch):
     bridge, engine_default = Recorder(), Recorder()
-    monkeypatch.setattr("forgekit.engine.sync.environment_progress", bridge)
+    monkeypatch.setattr("forgekit.engine.bridge.environment_progress", bridge)
     monkeypatch.setattr("forgekit.engine.progress.text_progress", engine_default)
     run(tasks(2), model="local", config=RunConfig(cache=False))
     asyncio.run(arun(tasks(3), model="local", config=RunConfig(cache=False)))
-    assert [r["total"] for r in bridge.runs] == [2]
-    assert [r["total"] for r in engine_default.runs] == [3]
+    asyncio.run(run_engine(tasks(4), model="local", config=RunConfig(cache=False)))
+    assert [r["total"] for r in bridge.runs] == [2, 3]
+    assert [r["total"] for r in engine_default.runs] == [4]
 
 
 @pytest.mark.parametrize(("value", "text"), [("1", True), ("yes", True), ("0", False), ("", False)])

@@ -1,20 +1,20 @@
 """The run engine: bounded concurrency, rate limits, retries, cache, budgets, and an
 incremental JSONL store that resumes.
 
-Modules: `types` (Task, RunConfig, RunStats, RunResult), `core` (the Engine and `arun`),
-`requests` (what a task sees; cache, budget, limits and retries per request), `output`
-(the output file and its manifest), `store`, `cache`, `limits`, `progress` (where a run
-reports progress) and `sync` (running from synchronous code or a notebook cell: `run`,
-`run_sync`, and the choice of progress display).
+Modules: `types` (Task, RunConfig, RunStats, RunResult), `core` (the Engine), `requests`
+(what a task sees; cache, budget, limits and retries per request), `output` (the output
+file and its manifest), `store`, `cache`, `limits`, `progress` (where a run reports
+progress) and `bridge` (the entry points: `arun`, `run`, `run_sync` from coroutines,
+scripts and notebook cells, and the choice of progress display).
 """
 
+from forgekit.engine.bridge import arun, environment_progress, run, run_sync
 from forgekit.engine.cache import ResponseCache, default_cache_path
-from forgekit.engine.core import Engine, arun
+from forgekit.engine.core import Engine
 from forgekit.engine.limits import Budget, RateLimiter, RetryPolicy
 from forgekit.engine.progress import ProgressReporter, text_progress, use_progress
 from forgekit.engine.requests import RunContext
 from forgekit.engine.store import JsonlStore
-from forgekit.engine.sync import environment_progress, run, run_sync
 from forgekit.engine.types import RunConfig, RunResult, RunStats, Task
 
 __all__ = [

@@ -9,8 +9,8 @@ which add the stop checks, the response cache, the budget, the rate limiter and 
 Workers pull tasks lazily, so a task stream may be endless (Magpie keeps generating until
 `limit` records passed its filters). Finished records go to the store at once
 (`forgekit.engine.output`). Progress goes to a reporter the caller chooses
-(`forgekit.engine.progress`); running from synchronous code or a notebook cell is
-`forgekit.engine.sync`.
+(`forgekit.engine.progress`); `forgekit.engine.bridge` holds the entry points (`arun`,
+`run`, `run_sync`) that run it from coroutines, scripts and notebook cells.
 """
 
 from __future__ import annotations
@@ -351,7 +351,7 @@ def _as_sync_iterator(tasks: Iterable[Task] | AsyncIterator[Task]) -> Iterator[T
     return iter(tasks)  # type: ignore[arg-type]
 
 
-async def arun(
+async def run_engine(
     tasks: Iterable[Task],
     *,
     model: str | Model | None = None,
@@ -360,7 +360,9 @@ async def arun(
     limit: int | None = None,
     job: dict[str, Any] | None = None,
 ) -> RunResult:
-    """Run `tasks` (async API). See `forgekit.engine.run` for the synchronous one."""
+    """Run `tasks` on a fresh Engine and close the models it opened. Progress goes where
+    the config or the calling context says, else to text (`forgekit.engine.progress`);
+    callers use `forgekit.engine.arun` / `run`, which choose the display first."""
     engine = Engine(model, config, out, job)
     try:
         return await engine.run(tasks, limit=limit)

@@ -5,7 +5,7 @@ tqdm bars satisfy the protocol as they are. Which factory a run uses, in this or
 `RunConfig.progress_factory`, then the default of the calling context (`use_progress`),
 then `text_progress`. The engine never looks at the environment: choosing a notebook widget
 bar or plain text (a Jupyter front end, FORGEKIT_NO_WIDGETS) is the sync bridge's job
-(`forgekit.engine.sync`), which sets the context default for the runs it starts.
+(`forgekit.engine.bridge`), which sets the context default for the runs it starts.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Running the engine from synchronous code and from notebook cells.
+"""The engine's entry points for callers: `arun` (async), `run` and `run_sync` (sync).
 
 `run` / `run_sync` finish a run whether or not an event loop is already running here. With
 none (a script, the CLI) it is `asyncio.run`. In Jupyter a loop is running in the cell's
@@ -11,6 +11,8 @@ This is also where a run's progress display is chosen (the engine only reports t
 is given): tqdm's automatic choice (a widget bar in a Jupyter kernel, text elsewhere),
 unless FORGEKIT_NO_WIDGETS asks for text, e.g. in a kernel with no front end to draw the
 widget (papermill, nbclient), where it would only be dead weight in the saved notebook.
+A caller's own choice (`RunConfig.progress_factory`, `forgekit.engine.progress.use_progress`)
+wins.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ import os
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
-from forgekit.engine.core import arun
+from forgekit.engine.core import run_engine
 from forgekit.engine.progress import (
-    ProgressFactory,
     ProgressReporter,
     default_progress_factory,
     has_progress_default,
@@ -32,7 +34,8 @@ from forgekit.engine.progress import (
     text_progress,
     use_progress,
 )
-from forgekit.engine.types import RunResult, Task
+from forgekit.engine.types import RunConfig, RunResult, Task
+from forgekit.models import Model
 
 NO_WIDGETS_ENV = "FORGEKIT_NO_WIDGETS"
 
@@ -50,6 +53,24 @@ def environment_progress(total: int | None, description: str) -> ProgressReporte
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=description, unit="rec", dynamic_ncols=True, file=sys.stderr)
+
+
+async def arun(
+    tasks: Iterable[Task],
+    *,
+    model: str | Model | None = None,
+    out: str | Path | None = None,
+    config: RunConfig | None = None,
+    limit: int | None = None,
+    job: dict[str, Any] | None = None,
+) -> RunResult:
+    """Run `tasks` (async API: await it in a coroutine or a notebook cell). See `run` for
+    the synchronous one."""
+    kwargs = {"model": model, "out": out, "config": config, "limit": limit, "job": job}
+    if has_progress_default():
+        return await run_engine(tasks, **kwargs)
+    with use_progress(environment_progress):
+        return await run_engine(tasks, **kwargs)
 
 
 def run(
@@ -86,17 +107,13 @@ def run_sync(make_coro: Callable[[], Awaitable[Any]]) -> Any:
     With no running loop this is `asyncio.run`. Inside Jupyter (a loop is running) the
     coroutine runs on a fresh loop in a worker thread — no nest_asyncio — while this thread
     waits in short slices so a KeyboardInterrupt reaches it and is forwarded as a cancel.
-    Runs started by the coroutine show progress as `environment_progress` chooses, unless
-    the caller chose otherwise (`forgekit.engine.progress.use_progress`).
+    A progress display the caller chose (`use_progress`) applies in the worker thread too.
     """
-    progress: ProgressFactory = (
-        default_progress_factory() if has_progress_default() else environment_progress
-    )
+    chosen = default_progress_factory() if has_progress_default() else None
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        with use_progress(progress):
-            return asyncio.run(make_coro())  # type: ignore[arg-type]
+        return asyncio.run(make_coro())  # type: ignore[arg-type]
 
     box: dict[str, Any] = {}
     ready = threading.Event()
@@ -105,7 +122,8 @@ def run_sync(make_coro: Callable[[], Awaitable[Any]]) -> Any:
     done = threading.Event()
 
     def target() -> None:
-        set_progress_default(progress)  # this thread's own context, copied into its tasks
+        if chosen is not None:
+            set_progress_default(chosen)  # this thread's own context, copied into its tasks
         loop = asyncio.new_event_loop()
         box["loop"] = loop
         try:

@@ -209,7 +209,7 @@ class Engine:
             if getattr(task, "_forgekit_task", False):
                 task.cancel()
 
-    async def _run_task(self, task: Task, progress: Any) -> None:
+    async def _run_task(self, task: Task, progress: ProgressReporter) -> None:
         current = asyncio.current_task()
         current._forgekit_task = True  # type: ignore[union-attr]
         try:
@@ -304,7 +304,7 @@ class Engine:
         factory = self.config.progress_factory or default_progress_factory()
         return factory(total, self.config.description or "forgekit")
 
-    def _finish(self, started: float, order: list[str], progress: Any) -> RunResult:
+    def _finish(self, started: float, order: list[str], progress: ProgressReporter) -> RunResult:
         self.stats.wall_s = time.monotonic() - started
         if self.status == "running":
             self.status = "completed"

@@ -19,26 +19,16 @@ from forgekit.errors import ConfigError
 from forgekit.evaluate.minhash.signatures import best_match
 
 
-def keep_first_in_index(
-    sigs: np.ndarray,
-    threshold: float,
-    params: tuple[int, int],
-    storage_config: dict[str, Any],
-    collides: np.ndarray,
-    duplicate_of: np.ndarray,
-    similarity: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The same loop over a real datasketch.MinHashLSH (Redis, Cassandra or dict storage),
-    for the rows that share a band key (`collides`); every other row is kept.
+def open_empty_index(
+    storage_config: dict[str, Any], threshold: float, num_perm: int, params: tuple[int, int]
+) -> tuple[Any, dict[str, Any], bool]:
+    """Open a `MinHashLSH` in the configured storage and check that it is empty.
 
-    The index must start empty: its keys are this run's row numbers, and a document already
-    indexed by another run has no signature here to check the Jaccard against. Without a
-    `basename`, the index gets a fresh one and is deleted afterwards (nobody could find it
-    again); with one, it is kept for the caller.
+    Returns (index, the storage config as used, whether the caller named the index). An
+    unnamed index gets a fresh basename; the caller must `drop_index` it when done.
     """
-    from datasketch import MinHash, MinHashLSH
+    from datasketch import MinHashLSH
 
-    num_perm = sigs.shape[1]
     storage_config = dict(storage_config)
     named = storage_config.get("basename") is not None
     if not named:
@@ -62,6 +52,25 @@ def keep_first_in_index(
             f"{where}: the index {name!r} already holds {indexed} documents from another run; "
             "dedup needs an empty index: pass a new basename or delete the old one"
         )
+    return lsh, storage_config, named
+
+
+def keep_first_in_index(
+    sigs: np.ndarray,
+    threshold: float,
+    params: tuple[int, int],
+    storage_config: dict[str, Any],
+    collides: np.ndarray,
+    duplicate_of: np.ndarray,
+    similarity: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The keep-first loop over a real datasketch.MinHashLSH (Redis, Cassandra or dict
+    storage), for the rows that share a band key (`collides`); every other row is kept.
+    Fills and returns (duplicate_of, similarity)."""
+    from datasketch import MinHash
+
+    num_perm = sigs.shape[1]
+    lsh, storage_config, named = open_empty_index(storage_config, threshold, num_perm, params)
     perms = MinHash(num_perm=num_perm, scheme="affine32").permutations
 
     def minhash(row: int) -> MinHash:
@@ -89,11 +98,11 @@ def keep_first_in_index(
                     session.insert(i, minhash(i), check_duplication=False)
     finally:
         if not named:
-            _drop_index(storage_config)
+            drop_index(storage_config)
     return duplicate_of, similarity
 
 
-def _drop_index(storage_config: dict[str, Any]) -> None:
+def drop_index(storage_config: dict[str, Any]) -> None:
     """Delete an index this module named (every key under its basename) from Redis."""
     if storage_config.get("type") != "redis":
         return  # dict storage goes with the process; other backends are left as they are

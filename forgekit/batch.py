@@ -17,8 +17,10 @@ directory; a template writes its data there), and its executed notebook goes to
 `OUT/notebooks/<name>.ipynb`. `OUT/index.jsonl` and `OUT/index.csv` list every combination
 with its parameters, status, duration, record count, output paths and error summary.
 Re-running skips combinations already finished; a failed one is recorded with its error
-cell and does not stop the others. Before anything is written, output notebooks and index
-files are scanned for the API key values in the environment: a match is an error.
+cell and does not stop the others, but `forge batch` then exits with status 1 and lists each
+failed combination (its executed notebook, error cell and error). Before anything is written,
+output notebooks and index files are scanned for the API key values in the environment: a
+match is an error.
 """
 
 from __future__ import annotations
@@ -46,6 +48,15 @@ _SECRET_PARAM = ("key", "token", "secret", "password")
 
 class SecretLeakError(ForgeError):
     """An output about to be written contains an API key value."""
+
+
+class BatchFailedError(ForgeError):
+    """Some combinations of a batch failed. `result` is the batch's index table: the CLI and
+    the magic show it before the error, so the combinations that did run are not hidden."""
+
+    def __init__(self, message: str, result: Any) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass
@@ -316,12 +327,34 @@ def run_batch(
     shutil.rmtree(out / ".scratch", ignore_errors=True)
     df = pd.DataFrame([asdict(c) for c in combos])
     counts = df["status"].value_counts().to_dict()
+    failed = int(counts.get("failed", 0))
+    verdict = f"{failed} of {len(df)} combination(s) FAILED" if failed else "all ok"
     df.attrs["forgekit"] = {
         "summary": f"batch {template.name}: "
         + ", ".join(f"{v} {k}" for k, v in counts.items())
-        + f" -> {out / 'index.jsonl'}",
+        + f"; {verdict} -> {out / 'index.jsonl'}",
+        "failed": failed,
+        "total": len(df),
+        "index": str(out / "index.jsonl"),
     }
     return df
+
+
+def failure_report(df: Any) -> str:
+    """'N of M combination(s) failed', then one line per failed combination: its executed
+    notebook (or work folder), the cell that raised (papermill's `In [N]`) and the error."""
+    failed = df[df["status"] == "failed"]
+    lines = [f"{len(failed)} of {len(df)} combination(s) failed:"]
+    for row in failed.itertuples():
+        where = row.notebook or f"{row.workdir} (no notebook written)"
+        cell = f" at In [{int(row.error_cell)}]" if _present(row.error_cell) else ""
+        error = " ".join(str(row.error or "unknown error").split())
+        lines.append(f"  {where}{cell}: {error}")
+    return "\n".join(lines)
+
+
+def _present(value: Any) -> bool:
+    return value is not None and value == value  # a missing number is NaN in a DataFrame
 
 
 # -- `forge batch` ------------------------------------------------------------------------
@@ -337,6 +370,10 @@ def _run_command(args: argparse.Namespace, ctx: Any) -> Any:
     )
     table = df[["name", "status", "duration_s", "records", "error"]].fillna({"error": ""})
     table.attrs = dict(df.attrs)
+    if df.attrs["forgekit"]["failed"]:
+        # Exit status 1 (like any ForgeError), after the table: a CI job running a grid
+        # must be able to tell a failed combination from success.
+        raise BatchFailedError(failure_report(df), result=table)
     return table
 
 

@@ -47,7 +47,7 @@ def test_amx_is_never_built_and_avx512_only_where_the_cpu_has_it():
     assert old["GGML_AVX"] == "ON"
     assert old["GGML_AVX2"] == old["GGML_FMA"] == old["GGML_F16C"] == "OFF"
     assert cmake_options(set())["GGML_AVX"] == "OFF"
-    assert cmake_options(None) == {}  # not x86-64: llama.cpp's native build
+    assert cmake_options(None) == {"LLAVA_BUILD": "OFF"}  # not x86-64: the native build
 
 
 def test_portable_flags_are_x86_64_v3_whatever_builds_them(monkeypatch):

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -66,13 +67,16 @@ def cpu_flags() -> set[str] | None:
 
 
 def cmake_options(flags: set[str] | None) -> dict[str, str]:
-    """The llama.cpp CMake options for a CPU with these flags (None: not x86-64 -> no
-    options, the native build). Measured on a 2-core Xeon with AVX-512 (DESIGN.md §7): the
+    """The llama.cpp CMake options for a CPU with these flags (None: not x86-64 -> the
+    native build). Measured on a 2-core Xeon with AVX-512 (DESIGN.md §7): the
     AVX-512 build without AMX is the fastest build that runs correctly."""
+    # forgekit never loads llava/mtmd (multimodal; llama-cpp-python imports it lazily), and
+    # skipping it shortens the first build.
+    options = {"LLAVA_BUILD": "OFF"}
     if flags is None:
-        return {}
+        return options
     has = flags.__contains__
-    options = {"GGML_NATIVE": "OFF"}
+    options["GGML_NATIVE"] = "OFF"
     avx2 = has("avx2") and has("fma") and has("f16c")
     options["GGML_AVX"] = "ON" if has("avx") else "OFF"
     options["GGML_AVX2"] = "ON" if avx2 else "OFF"
@@ -254,6 +258,12 @@ def _judge(proc: subprocess.CompletedProcess, model_path: str) -> BuildCheckFail
     found = _parse_probe(proc.stdout)
     if proc.returncode == 0 and found.get("tokens", 0) >= 1:
         return None
+    missing = re.search(r"No module named '([\w.]+)'", found.get("import_error", ""))
+    if missing and missing.group(1).split(".")[0] != "llama_cpp":
+        return BuildCheckFailed(
+            f"llama-cpp-python is installed but its dependency {missing.group(1)!r} is not; "
+            f"install it with: pip install {missing.group(1).split('.')[0]}"
+        )
     if "import_error" in found:
         return BuildCheckFailed(
             f"llama-cpp-python is installed but cannot be imported ({found['import_error']}). "

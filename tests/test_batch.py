@@ -7,7 +7,7 @@ import sys
 import nbformat
 import pytest
 
-from forgekit.batch import load_grid, run_batch
+from forgekit.batch import absolute_inputs, load_grid, run_batch
 from forgekit.errors import ConfigError
 from tests.conftest import read_jsonl
 
@@ -193,3 +193,21 @@ def test_magic_batch_shows_the_table_then_fails_the_cell(template, tmp_path, cap
     assert "RuntimeError: planned failure for label=bad" in text
     assert (out / "runs" / runs.loc[runs["status"] == "ok", "name"].iloc[0] / "records.jsonl"
             ).exists()
+
+
+def test_input_files_are_found_from_where_the_batch_runs(tmp_path):
+    # A combination runs in its own folder: an input named relative to the caller's folder is
+    # passed as an absolute path; outputs and other text stay as written.
+    declared = {"input_path": {"default": '""'}, "docs_dir": {"default": "''"},
+                "out": {"default": '"result.jsonl"'}, "system": {"default": '""'}}
+    (tmp_path / "mine.jsonl").write_text("{}\n")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "result.jsonl").write_text("")  # an earlier result here must not be shared
+    given = {"input_path": "mine.jsonl", "docs_dir": "docs", "out": "result.jsonl",
+             "system": "Be brief."}
+    assert absolute_inputs(given, declared, tmp_path) == {
+        "input_path": str(tmp_path / "mine.jsonl"), "docs_dir": str(tmp_path / "docs"),
+        "out": "result.jsonl", "system": "Be brief."}
+    # Absolute paths and missing files are passed as given (the notebook names a missing one).
+    other = {"input_path": "/data/x.jsonl", "docs_dir": "nowhere"}
+    assert absolute_inputs(other, declared, tmp_path) == other

@@ -30,7 +30,7 @@ $(LLAMA_STAMP): $(LLAMA_BUILD) | $(BIN)/python
 	  rm -rf "$$dir.tmp" && mkdir -p "$$dir.tmp" && \
 	  CMAKE_ARGS="$$args" $(BIN)/python -m pip wheel --quiet --no-deps --no-cache-dir \
 	    --no-binary llama-cpp-python -w "$$dir.tmp" "llama-cpp-python==$(LLAMA_VERSION)" && \
-	  mv "$$dir.tmp" "$$dir" || exit 1; \
+	  rm -rf "$$dir" && mv "$$dir.tmp" "$$dir" || exit 1; \
 	else echo "llama-cpp-python $(LLAMA_VERSION) for this CPU: $$dir"; fi; \
 	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall "$$dir"/llama_cpp_python-*.whl
 	rm -f $(VENV)/.llama-* && touch $@

@@ -291,7 +291,9 @@ def test_cancel_and_interrupt_reach_a_busy_kernel(stub, stub_model, tmp_path):
     the run still runs after it, in order."""
     from jupyter_client.manager import start_new_kernel
 
-    magpie_rules(stub, latency_ms=60)
+    # The stub answers 6 requests (3 records) and holds the rest: the run is busy, waiting on
+    # a request, when Cancel and the interrupt arrive, however fast the machine is.
+    magpie_rules(stub, latency_ms=60, hold_after=6)
     km, kc = start_new_kernel(kernel_name="python3", startup_timeout=60)
     try:
         reply = kc.execute_interactive("%load_ext forgekit", timeout=60)
@@ -313,18 +315,17 @@ def test_cancel_and_interrupt_reach_a_busy_kernel(stub, stub_model, tmp_path):
                 },
             },
         )
-        clicked = time.monotonic()
         kc.shell_channel.send(cancel)
-        replies = _replies(kc, {run_id, queued_id}, timeout=30)
-        assert time.monotonic() - clicked < 5  # not the ~6 s the whole run would take
+        replies = _replies(kc, {run_id, queued_id}, timeout=60)
         assert replies[run_id]["status"] == "ok" and replies[queued_id]["status"] == "ok", replies
         assert replies[run_id]["execution_count"] < replies[queued_id]["execution_count"]
         status = _eval(kc, "(len(d), d.attrs['forgekit']['status'], after)")
         kept, state, after = status
-        assert state == "cancelled" and 2 <= kept < 50 and after == kept
+        assert state == "cancelled" and 2 <= kept <= 3 and after == kept
         assert len(read_jsonl(out)) == kept
 
         # A kernel interrupt: the cell fails with one line, finished records are kept.
+        magpie_rules(stub, latency_ms=60, hold_after=6)
         # stop_on_error=False: after a failed cell ipykernel aborts execute requests until
         # a marker it queues *after* sending the error reply, so the check below could be
         # aborted if it arrived first (seen about once in 20 runs on a loaded machine).
@@ -338,7 +339,7 @@ def test_cancel_and_interrupt_reach_a_busy_kernel(stub, stub_model, tmp_path):
         assert reply["status"] == "error" and reply["ename"] == "RunInterrupted"
         assert len(reply["traceback"]) == 1 and "finished record(s) kept" in reply["traceback"][0]
         kept2 = _eval(kc, "len(d2)")
-        assert 2 <= kept2 < 50
+        assert 2 <= kept2 <= 3
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)

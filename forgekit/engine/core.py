@@ -78,8 +78,10 @@ class Engine:
     # -- models --------------------------------------------------------------------------
     def resolve_model(self, model: str | Model | None) -> Model:
         if model is None and getattr(self, "model", None) is not None:
-            return self.model
+            model = self.model
         if model is not None and not isinstance(model, str):
+            # A model object the caller resolved: not ours to close, but the manifest lists it.
+            self._models.setdefault(f"object:{id(model)}", model)
             return model
         key = model or ""
         if key not in self._models:

@@ -12,10 +12,33 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Re-install only when the dependencies change. llama-cpp-python compiles from source the
-# first time (several minutes on 2 cores); pip caches the wheel after that.
-$(STAMP): pyproject.toml | $(BIN)/python
+# The embedded model's llama-cpp-python, compiled for this CPU with explicit flags
+# (forgekit/models/llama_build.py: never llama.cpp's AMX kernels, whose first decode segfaults
+# on our Xeons; AVX-512 only where the CPU has it). pip caches a built wheel by its source,
+# not by CMAKE_ARGS, so pip's cache is bypassed; the wheel is kept in LLAMA_WHEELS under a
+# name made of the version, the flags and the Python tag, and reused only for those.
+LLAMA_BUILD   := forgekit/models/llama_build.py
+LLAMA_VERSION := $(shell $(PYTHON) $(LLAMA_BUILD) version)
+LLAMA_KEY     := $(shell $(PYTHON) $(LLAMA_BUILD) key)
+LLAMA_WHEELS  ?= $(HOME)/.cache/forgekit/llama-wheels
+LLAMA_STAMP   := $(VENV)/.llama-$(LLAMA_KEY)
+
+$(LLAMA_STAMP): $(LLAMA_BUILD) | $(BIN)/python
+	@args="$$($(PYTHON) $(LLAMA_BUILD) cmake-args)"; dir="$(LLAMA_WHEELS)/$(LLAMA_KEY)"; \
+	if ! ls "$$dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then \
+	  echo "building llama-cpp-python $(LLAMA_VERSION) for this CPU (several minutes): $$args"; \
+	  rm -rf "$$dir.tmp" && mkdir -p "$$dir.tmp" && \
+	  CMAKE_ARGS="$$args" $(BIN)/python -m pip wheel --quiet --no-deps --no-cache-dir \
+	    --no-binary llama-cpp-python -w "$$dir.tmp" "llama-cpp-python==$(LLAMA_VERSION)" && \
+	  rm -rf "$$dir" && mv "$$dir.tmp" "$$dir" || exit 1; \
+	else echo "llama-cpp-python $(LLAMA_VERSION) for this CPU: $$dir"; fi; \
+	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall "$$dir"/llama_cpp_python-*.whl
+	rm -f $(VENV)/.llama-* && touch $@
+
+# Re-install only when the dependencies change.
+$(STAMP): pyproject.toml $(LLAMA_STAMP) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m forgekit.models.llama_build check
 	touch $(STAMP)
 
 demo: $(STAMP)

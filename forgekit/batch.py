@@ -14,11 +14,14 @@ A grid file is YAML:
 
 Each combination runs in its own folder `OUT/runs/<name>/` (the notebook's working
 directory; a template writes its data there), and its executed notebook goes to
-`OUT/notebooks/<name>.ipynb`. `OUT/index.jsonl` and `OUT/index.csv` list every combination
-with its parameters, status, duration, record count, output paths and error summary.
-Re-running skips combinations already finished; a failed one is recorded with its error
-cell and does not stop the others. Before anything is written, output notebooks and index
-files are scanned for the API key values in the environment: a match is an error.
+`OUT/notebooks/<name>.ipynb`. Input files (input_path, docs_dir, seed_tasks: parameters
+whose default is empty) may be given relative to the folder you run the batch from.
+`OUT/index.jsonl` and `OUT/index.csv` list every combination with its parameters, status,
+duration, record count, output paths and error summary. Re-running skips combinations
+already finished; a failed one is recorded with its error cell and does not stop the
+others, but `forge batch` then exits with status 1 and lists each failed combination (its
+executed notebook, error cell and error). Before anything is written, output notebooks and
+index files are scanned for the API key values in the environment: a match is an error.
 """
 
 from __future__ import annotations
@@ -45,6 +48,15 @@ _SECRET_PARAM = ("key", "token", "secret", "password")
 
 class SecretLeakError(ForgeError):
     """An output about to be written contains an API key value."""
+
+
+class BatchFailedError(ForgeError):
+    """Some combinations of a batch failed. `result` is the batch's index table: the CLI and
+    the magic show it before the error, so the combinations that did run are not hidden."""
+
+    def __init__(self, message: str, result: Any) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass
@@ -134,7 +146,8 @@ def template_parameters(template: Path) -> dict[str, Any]:
         raise ConfigError(f"{template}: not a readable notebook ({exc})") from None
 
 
-def check_parameters(template: Path, combos: Iterable[Mapping[str, Any]]) -> None:
+def check_parameters(template: Path, combos: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Refuse unknown and secret-looking parameters; returns the declared ones."""
     declared = template_parameters(template)
     if not declared:
         raise ConfigError(f"{template}: no cell tagged 'parameters'")
@@ -155,6 +168,27 @@ def check_parameters(template: Path, combos: Iterable[Mapping[str, Any]]) -> Non
                     f"writes every parameter into the output notebook); set the key in the "
                     f"environment or .env and let the template read it"
                 )
+    return declared
+
+
+def absolute_inputs(
+    params: Mapping[str, Any], declared: Mapping[str, Any], base: Path
+) -> dict[str, Any]:
+    """The parameters a combination's notebook gets. It runs in a folder of its own, where a
+    file named relative to the folder the batch was started from does not exist; so a value
+    of a parameter whose default is empty (the templates' optional inputs: input_path,
+    docs_dir, seed_tasks) that names an existing file or folder under `base` is passed as
+    an absolute path. Outputs (`out`, with a file name as default) stay in the combination's
+    folder; the index keeps the values as written in the grid."""
+    given = dict(params)
+    for name, value in params.items():
+        optional_input = (declared.get(name) or {}).get("default") in ('""', "''")
+        if not (optional_input and isinstance(value, str) and value):
+            continue
+        path = Path(value)
+        if not path.is_absolute() and (base / path).exists():
+            given[name] = str((base / path).resolve())
+    return given
 
 
 def _scan(text: str, what: str, secrets: list[str]) -> None:
@@ -185,6 +219,7 @@ def _error_summary(exc: BaseException) -> tuple[str, int | None]:
 def _run_one(
     template: Path,
     combo: Combination,
+    parameters: dict[str, Any],
     out: Path,
     kernel: str | None,
     secrets: list[str],
@@ -206,7 +241,7 @@ def _run_one(
         papermill.execute_notebook(
             str(template),
             str(scratch),
-            parameters=combo.params,
+            parameters=parameters,
             cwd=str(workdir),
             kernel_name=kernel,
             progress_bar=False,
@@ -287,7 +322,7 @@ def run_batch(
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     params_list = load_grid(grid)
-    check_parameters(template, params_list)
+    declared = check_parameters(template, params_list)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     previous = _read_index(out)
@@ -306,7 +341,19 @@ def run_batch(
     # while it starts a kernel, so two threads would start kernels in each other's folders.
     by_key = {c.key: c for c in combos}
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_run_one, template, c, out, kernel, secrets, timeout) for c in todo]
+        futures = [
+            pool.submit(
+                _run_one,
+                template,
+                c,
+                absolute_inputs(c.params, declared, Path.cwd()),
+                out,
+                kernel,
+                secrets,
+                timeout,
+            )
+            for c in todo
+        ]
         for future in as_completed(futures):
             finished = future.result()
             by_key[finished.key].__dict__.update(finished.__dict__)
@@ -315,9 +362,31 @@ def run_batch(
     shutil.rmtree(out / ".scratch", ignore_errors=True)
     df = pd.DataFrame([asdict(c) for c in combos])
     counts = df["status"].value_counts().to_dict()
+    failed = int(counts.get("failed", 0))
+    verdict = f"{failed} of {len(df)} combination(s) FAILED" if failed else "all ok"
     df.attrs["forgekit"] = {
         "summary": f"batch {template.name}: "
         + ", ".join(f"{v} {k}" for k, v in counts.items())
-        + f" -> {out / 'index.jsonl'}",
+        + f"; {verdict} -> {out / 'index.jsonl'}",
+        "failed": failed,
+        "total": len(df),
+        "index": str(out / "index.jsonl"),
     }
     return df
+
+
+def failure_report(df: Any) -> str:
+    """'N of M combination(s) failed', then one line per failed combination: its executed
+    notebook (or work folder), the cell that raised (papermill's `In [N]`) and the error."""
+    failed = df[df["status"] == "failed"]
+    lines = [f"{len(failed)} of {len(df)} combination(s) failed:"]
+    for row in failed.itertuples():
+        where = row.notebook or f"{row.workdir} (no notebook written)"
+        cell = f" at In [{int(row.error_cell)}]" if _present(row.error_cell) else ""
+        error = " ".join(str(row.error or "unknown error").split())
+        lines.append(f"  {where}{cell}: {error}")
+    return "\n".join(lines)
+
+
+def _present(value: Any) -> bool:
+    return value is not None and value == value  # a missing number is NaN in a DataFrame

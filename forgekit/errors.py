@@ -45,6 +45,11 @@ class UnsupportedOperationError(ModelError):
     """The provider cannot do this (e.g. raw completion on a chat-only endpoint)."""
 
 
+class ModelUnavailableError(UnsupportedOperationError):
+    """The model cannot serve at all here (a llama.cpp build that crashes or is missing): the
+    run stops at once with this message instead of failing every record."""
+
+
 class BudgetExceededError(ForgeError):
     """A budget cap (requests, tokens, cost) was reached; the run stops cleanly."""
 

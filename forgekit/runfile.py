@@ -106,7 +106,9 @@ def parameters(method: str) -> dict[str, Param]:
         Param("model", "model", False, "model profile name"),
         Param("out", "output", False, "JSONL file the records go to; a re-run resumes it"),
     ]
-    if cls.inputs != "none":
+    if cls.inputs == "paths":
+        params.append(Param("data", "input", True, "a file or folder to read"))
+    elif cls.inputs != "none":
         params.append(Param("data", "input", cls.inputs == "required", "input records"))
     hints = typing.get_type_hints(cls.Options)
     for field, info in options_of(cls.Options):
@@ -229,8 +231,11 @@ def load_plan(path: str | Path) -> RunPlan:
             value = file.read_text(encoding="utf-8")
         put(name, value, f"prompts.{key}")
     if spec.input is not None:
+        from forgekit.methods.registry import get
+
         file = resolve(spec.input)
-        if not file.is_file():
+        reads_folders = getattr(get(spec.method), "inputs", None) == "paths"
+        if not (file.exists() if reads_folders else file.is_file()):
             raise fail("input", f"no such file {file}")
         kwargs["data"], sources["data"] = str(file), "input"
     if spec.output is not None:
@@ -279,6 +284,8 @@ def _check_types(
             adapter = TypeAdapter(hint)
         except Exception:  # pydantic cannot build a validator for this type
             continue
+        if isinstance(value, str) and isinstance(accepted[name].default, tuple):
+            value = [value]  # one value for a list option, as in Python (style: blogpost)
         try:
             adapter.validate_python(value)
         except ValidationError as exc:

@@ -14,7 +14,9 @@ with enough retries always completes, and a test can assert exact counts.
 
 Fault kinds: 429 (with Retry-After), 500, hang (sleeps past the client's timeout), drop
 (closes the connection without answering), malformed (a 200 whose body is not JSON),
-shape (a 200 JSON body without `choices`).
+shape (a 200 JSON body without `choices`). `hold_after` holds every model request after the
+first N until the next reconfiguration (then drops it), so a test can freeze a client at a
+known point of progress.
 
 Control: POST /_config {json} replaces the configuration; GET /_stats returns counters;
 POST /_reset clears counters. Run as a process: `python openai_stub.py --port 0` prints
@@ -43,6 +45,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "rules": [],  # [{"match": regex, "content": str} or {"match": ..., "contents": [...]}]
     "chat_only": False,  # 404 on /v1/completions, like a chat-only provider
     "status": None,  # force every model request to answer this status (e.g. 401)
+    # Answer only this many model requests; later ones wait until the next /_config or
+    # /_reset. Lets a test stop a client at a point of progress, whatever the machine's speed.
+    "hold_after": None,
 }
 
 
@@ -225,6 +230,13 @@ async def _route(stub: Stub, method: str, path: str, body: bytes, auth: str) -> 
         return _json(404, {"error": {"message": f"no route {path}"}})
 
     stub.stats["requests"] += 1
+    hold_after = stub.config.get("hold_after")
+    if hold_after is not None and stub.stats["requests"] > int(hold_after):
+        stub.stats["held"] += 1
+        generation = stub.generation
+        while stub.generation == generation:  # released by the next configure or reset
+            await asyncio.sleep(0.01)
+        return None  # the held request belongs to an earlier phase: drop it
     if stub.config.get("chat_only") and not path.endswith("/chat/completions"):
         stub.stats["404"] += 1
         return _json(404, {"error": {"message": "this endpoint offers chat only"}})

@@ -7,8 +7,9 @@ import sys
 import nbformat
 import pytest
 
-from forgekit.batch import load_grid, run_batch
+from forgekit.batch import absolute_inputs, load_grid, run_batch
 from forgekit.errors import ConfigError
+from tests.conftest import read_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -67,6 +68,9 @@ def test_two_by_two_grid_one_failure_then_rerun_only_the_failed(template, tmp_pa
     )
     df = run_batch(template, grid, out=out, jobs=2)
     assert sorted(df["status"]) == ["failed", "ok", "ok", "ok"]
+    # The API returns the index (no exception) and says how many failed.
+    assert df.attrs["forgekit"]["failed"] == 1 and df.attrs["forgekit"]["total"] == 4
+    assert "1 of 4 combination(s) FAILED" in df.attrs["forgekit"]["summary"]
     failed = df[df["status"] == "failed"].iloc[0]
     assert failed["params"] == {"n": 3, "label": "bad", "fail": True}
     assert "RuntimeError: planned failure for label=bad" in failed["error"]
@@ -124,4 +128,86 @@ def test_cli_batch(template, tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "2 ok" in proc.stdout
+    assert "2 ok; all ok" in proc.stdout
+    assert "forge: error" not in proc.stderr
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "forgekit.cli", "batch", *map(str, args)],
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_cli_batch_exits_1_and_names_each_failed_combination(template, tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(
+        "cases:\n  - {n: 2, label: good}\n  - {n: 1, label: bad, fail: true}\n"
+        "  - {n: 1, label: worse, fail: true}\n"
+    )
+    out = tmp_path / "cli"
+    proc = run_cli(template, "--grid", grid, "--out", out, "--jobs", "2")
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    index = {row["params"]["label"]: row for row in read_jsonl(out / "index.jsonl")}
+    assert {k: r["status"] for k, r in index.items()} == {
+        "good": "ok", "bad": "failed", "worse": "failed"}
+    # The table still shows every combination, the error says which failed and where.
+    for row in index.values():
+        assert row["name"] in proc.stdout
+    assert "2 of 3 combination(s) failed:" in proc.stderr
+    for label in ("bad", "worse"):
+        row = index[label]
+        executed = nbformat.read(row["notebook"], as_version=4)
+        raised = [c.execution_count for c in executed.cells
+                  if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+        assert raised == [row["error_cell"]]  # the cell the user sees as In [N]
+        line = next(x for x in proc.stderr.splitlines() if row["notebook"] in x)
+        assert f"at In [{row['error_cell']}]: RuntimeError: planned failure for label={label}" \
+            in line
+    assert index["good"]["notebook"] not in proc.stderr
+    # The good combination ran and its data is there.
+    good = read_jsonl(out / "runs" / index["good"]["name"] / "records.jsonl")
+    assert [r["id"] for r in good] == ["good-0", "good-1"]
+
+
+def test_magic_batch_shows_the_table_then_fails_the_cell(template, tmp_path, capsys):
+    from IPython.testing.globalipapp import start_ipython
+
+    from forgekit.jupyter.magics import MagicError
+
+    ip = start_ipython()
+    ip.run_line_magic("load_ext", "forgekit")
+    grid = tmp_path / "g.yaml"
+    grid.write_text("cases:\n  - {label: good}\n  - {label: bad, fail: true}\n")
+    out = tmp_path / "magic"
+    result = ip.run_cell(f"%forge batch {template} --grid {grid} --out {out} -o runs")
+    printed = capsys.readouterr()
+    text = printed.out + printed.err
+    assert isinstance(result.error_in_exec, MagicError)
+    assert "Traceback" not in text
+    runs = ip.user_ns["runs"]  # the index table is bound and displayed before the error
+    assert sorted(runs["status"]) == ["failed", "ok"]
+    for name in runs["name"]:
+        assert name in printed.out
+    assert "1 of 2 combination(s) failed:" in text
+    assert "RuntimeError: planned failure for label=bad" in text
+    assert (out / "runs" / runs.loc[runs["status"] == "ok", "name"].iloc[0] / "records.jsonl"
+            ).exists()
+
+
+def test_input_files_are_found_from_where_the_batch_runs(tmp_path):
+    # A combination runs in its own folder: an input named relative to the caller's folder is
+    # passed as an absolute path; outputs and other text stay as written.
+    declared = {"input_path": {"default": '""'}, "docs_dir": {"default": "''"},
+                "out": {"default": '"result.jsonl"'}, "system": {"default": '""'}}
+    (tmp_path / "mine.jsonl").write_text("{}\n")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "result.jsonl").write_text("")  # an earlier result here must not be shared
+    given = {"input_path": "mine.jsonl", "docs_dir": "docs", "out": "result.jsonl",
+             "system": "Be brief."}
+    assert absolute_inputs(given, declared, tmp_path) == {
+        "input_path": str(tmp_path / "mine.jsonl"), "docs_dir": str(tmp_path / "docs"),
+        "out": "result.jsonl", "system": "Be brief."}
+    # Absolute paths and missing files are passed as given (the notebook names a missing one).
+    other = {"input_path": "/data/x.jsonl", "docs_dir": "nowhere"}
+    assert absolute_inputs(other, declared, tmp_path) == other

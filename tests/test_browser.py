@@ -46,7 +46,7 @@ CELLS = [
     # when other jobs load the machine, hence the generous timeout below).
     "%forge magpie -n 3 --model local --max-tokens 24 --instruction-max-tokens 32 -o df",
     "print('ROWS', len(df))",
-    # A longer run on the (slowed) stub, cancelled from the browser while it runs.
+    # A longer run on the stub (which holds it after 2 records), cancelled from the browser.
     "%forge magpie -n 200 --model stub --template chatml --concurrency 1 -o dfc",
     "print('CANCELLED', len(dfc), dfc.attrs['forgekit']['status'])",
 ]
@@ -154,7 +154,10 @@ def test_magics_and_widgets_in_jupyterlab(stub, jupyter_lab, tmp_path):
                 "contents": [f"Question {i} about tides?" for i in range(250)],
             }
         ],
-        latency_ms=250,
+        # Two records (4 requests at concurrency 1), then every request is held: the run is
+        # still busy when Cancel is clicked, on a fast machine or a slow one.
+        latency_ms=50,
+        hold_after=4,
     )
     root, base, token = jupyter_lab
     started = time.monotonic()
@@ -219,7 +222,7 @@ def test_magics_and_widgets_in_jupyterlab(stub, jupyter_lab, tmp_path):
             result = outputs.filter(has_text=re.compile(r"CANCELLED \d+ \w+"))
             expect(result).to_have_count(1, timeout=30_000)
             _, kept, status = result.inner_text().split()
-            assert status == "cancelled" and 1 <= int(kept) < 200
+            assert status == "cancelled" and int(kept) == 2
 
             stage("cancelled")
             first.scroll_into_view_if_needed()

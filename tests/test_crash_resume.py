@@ -1,9 +1,8 @@
-"""A run killed with SIGKILL at random points, then resumed, ends with exactly the records
-of an uninterrupted run: same ids, no duplicates, every line valid JSON."""
+"""A run killed with SIGKILL at several points of progress, then resumed, ends with exactly the
+records of an uninterrupted run: same ids, no duplicates, every line valid JSON."""
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -39,23 +38,51 @@ def records(path: Path) -> list[dict]:
     return [json.loads(line) for line in lines]  # raises if any line is not valid JSON
 
 
-def test_sigkill_at_random_points_then_resume(stub, stub_model, tmp_path):
-    stub.configure(latency_ms=20)
-    rng = random.Random(1234)
+def complete_lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def kill_when_file_holds(proc: subprocess.Popen, path: Path, lines: int) -> int:
+    """SIGKILL `proc` as soon as `path` holds `lines` complete lines; returns the count seen.
+    Tied to progress, not to the clock: the stub holds requests beyond the target's reach,
+    so the job cannot finish first, however fast or slow the machine."""
+    deadline = time.monotonic() + 600  # a hang guard only; a healthy run gets there long before
+    while (seen := complete_lines(path)) < lines:
+        assert proc.poll() is None, f"the job exited at {seen} lines: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, f"no progress past {seen} of {lines} lines"
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return seen
+
+
+# Kill points, as lines in the output file: right after the first record, then deeper into
+# the run, each in a new process that resumes what the killed ones left.
+KILL_AT = (1, 45, 120, 210)
+
+
+def test_sigkill_at_points_of_progress_then_resume(stub, stub_model, tmp_path):
     env = {**os.environ}
     crashed = tmp_path / "crashed.jsonl"
-    kills = 0
-    for _ in range(4):
+    killed_at = []
+    for target in KILL_AT:
+        before = complete_lines(crashed)
+        # Answer enough requests to pass the target (and keep writing while the kill lands),
+        # never enough to finish the 300.
+        stub.configure(latency_ms=2, hold_after=target - before + 24)
         proc = start(crashed, env)
-        time.sleep(rng.uniform(0.8, 2.0))  # interpreter start + part of the run
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait(timeout=60)
-        if crashed.exists():
-            ids = [r["id"] for r in records(crashed)]
-            assert len(ids) == len(set(ids)), "a duplicate id after a crash"
-    assert kills >= 2, "the job finished before it could be killed; slow the stub down"
+        killed_at.append(kill_when_file_holds(proc, crashed, target))
+        assert proc.returncode == -signal.SIGKILL
+        ids = [r["id"] for r in records(crashed)]
+        assert len(ids) == len(set(ids)), "a duplicate id after a crash"
+        assert len(ids) >= target
+    assert len(killed_at) == len(KILL_AT) and killed_at == sorted(killed_at)
+    assert killed_at[-1] < 300, "the last kill came after the job had finished"
+    print("killed at", killed_at, "lines")  # shown with -s: where the kills landed
+    stub.configure()  # no hold: the resumed run finishes
     proc = start(crashed, env)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
@@ -78,6 +105,5 @@ def test_sigkill_at_random_points_then_resume(stub, stub_model, tmp_path):
     assert content(got) == content(want)
     manifest = json.loads((tmp_path / "crashed.manifest.json").read_text())
     assert manifest["status"] == "completed" and manifest["records_in_file"] == 300
-    # Each run that got as far as opening the store counted itself (a kill during start-up
-    # may come before that).
-    assert 2 <= manifest["runs"] <= 5
+    # Every killed run had written records, so each opened the store and counted itself.
+    assert manifest["runs"] == len(KILL_AT) + 1

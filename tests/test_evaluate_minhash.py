@@ -18,14 +18,13 @@ from datasketch.hashfunc import sha1_hash32
 from forgekit.errors import ConfigError
 from forgekit.evaluate import minhash_dedup
 from forgekit.evaluate.minhash import (
-    _sha1_32_spans,
-    _sha1_shingle_hashes,
     fast_shingle_hash,
     lsh_dedup,
     lsh_params,
     minhash_signatures,
     shingles,
 )
+from forgekit.evaluate.minhash.hashfunc import _sha1_32_spans, _sha1_shingle_hashes
 from forgekit.evaluate.text import tokens
 
 TEXTS = [

@@ -4,10 +4,12 @@ resume and cache on the stub; a real long-form run on the embedded model."""
 import pandas as pd
 import pytest
 
+from forgekit.cli import execute, parse
 from forgekit.cli import main as cli_main
 from forgekit.errors import ConfigError
 from forgekit.methods import cosmopedia
 from forgekit.methods._text import truncate_text
+from forgekit.models.scripted import ScriptedModel
 from tests.conftest import read_jsonl
 
 EXTRACT = (
@@ -80,11 +82,36 @@ def test_short_outputs_are_filtered_and_counted(stub, stub_model):
     assert len(df) == 0 and df.attrs["forgekit"]["filtered"] == {"too_short": 1}
 
 
+def test_plain_strings_styles_limit_and_seeds_on_a_scripted_model(tmp_path):
+    model = ScriptedModel([(r"blog post", LONG_TEXT), (r"wikiHow", "Too short.")])
+    texts = ["Bees pollinate flowers.", "Tides follow the moon.", "Rust is iron oxide."]
+    df = cosmopedia(texts, model=model, style="blogpost", n=2, progress=False)
+    assert list(df["output"]) == [LONG_TEXT] * 2  # n=2: the third extract is not written
+    assert [m["seed_extract"] for m in df["metadata"]] == texts[:2]
+    assert all(p.startswith("Write an engaging blog post") for p in df["input"])  # the prompt
+    seeds = [call["params"]["seed"] for call in model.calls]
+    assert len(seeds) == 2 and seeds[0] != seeds[1]  # each document its own seed
+    src = tmp_path / "web.jsonl"
+    src.write_text('{"text": "Bees pollinate flowers.", "topic": "farming"}\n')
+    args = parse(["cosmopedia", "-i", str(src), "--style", "wikihow,blogpost", "--no-progress"])
+    assert args.style == ["wikihow", "blogpost"]
+    args.model = model
+    both = execute(args)  # the wikiHow document is too short: dropped and counted
+    assert [m["style"] for m in both["metadata"]] == ["blogpost"]
+    assert (
+        both.iloc[0]["topic"] == "farming"
+        and "Focus on this topic: farming." in both.iloc[0]["input"]
+    )
+    assert both.attrs["forgekit"]["filtered"] == {"too_short": 1}
+
+
 def test_errors_name_the_problem(stub_model):
-    with pytest.raises(ConfigError, match="style=.*'essay'.*choose from wikihow"):
+    with pytest.raises(ConfigError, match="style.*'essay'.*choose from wikihow"):
         cosmopedia(["x"], model=stub_model, style="essay")
     with pytest.raises(ConfigError, match="seed extract 1 has no text in column 'text'"):
         cosmopedia([{"text": "fine"}, {"body": "elsewhere"}], model=stub_model)
+    with pytest.raises(ConfigError, match="max_chars must be >= 50, got 10"):
+        cosmopedia(["x"], model=stub_model, max_chars=10)
 
 
 def test_cli(stub, stub_model, tmp_path, capsys):
@@ -129,3 +156,13 @@ def test_cosmopedia_on_local_model():
     assert len(df) == 1
     assert len(df.iloc[0]["output"].split()) >= 5
     assert df.iloc[0]["lineage"]["model"] == "local"
+
+
+def test_a_run_file_takes_one_style_as_a_string(tmp_path):
+    from forgekit.runfile import load_plan
+
+    (tmp_path / "web.jsonl").write_text('{"text": "Bees pollinate flowers."}\n')
+    config = tmp_path / "c.yaml"
+    config.write_text("method: cosmopedia\ninput: web.jsonl\nparams: {style: blogpost, n: 1}\n")
+    df = load_plan(config)(model=ScriptedModel([(r"blog post", LONG_TEXT)]), progress=False)
+    assert [m["style"] for m in df["metadata"]] == ["blogpost"]

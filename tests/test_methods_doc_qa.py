@@ -11,6 +11,8 @@ from forgekit.errors import ConfigError
 from forgekit.methods import doc_qa
 from forgekit.methods._text import chunk_text
 from forgekit.methods.doc_qa import parse_qa_pairs, read_document
+from forgekit.models.scripted import ScriptedModel
+from forgekit.runfile import run_file
 from tests.conftest import read_jsonl
 
 TIDES = (
@@ -190,6 +192,21 @@ def test_cli(stub, stub_model, tmp_path, capsys):
         doc_qa(tmp_path / "void", model=stub_model)
     with pytest.raises(ConfigError, match="nowhere: no such file or folder"):
         doc_qa(folder / "nowhere", model=stub_model)
+
+
+def test_a_run_file_reads_a_folder_of_documents(tmp_path):
+    _docs(tmp_path)
+    config = tmp_path / "qa.yaml"
+    config.write_text(
+        "method: doc_qa\ninput: docs\nparams: {chunk_size: 2000, questions_per_chunk: 1}\n"
+    )
+    model = ScriptedModel([(r"Tides are the regular rise", QA_ANSWER)])
+    df = run_file(config, model=model, progress=False)
+    assert list(df["input"]) == ["What causes tides?"] and len(model.calls) == 1
+    assert model.calls[0]["prompt"].startswith("user: Read the passage and write 1 question")
+    assert len(df.attrs["forgekit"]["file_errors"]) == 4
+    with pytest.raises(ConfigError, match="no input data: pass files or folders"):
+        doc_qa(None, model=model)
 
 
 @pytest.mark.model

@@ -5,8 +5,9 @@ import pytest
 
 from forgekit.errors import ConfigError
 from forgekit.methods import dpo
-from forgekit.methods._prompting import item_rng
-from forgekit.methods.dpo import parse_rating, select_pair
+from forgekit.methods.dpo import select_pair
+from forgekit.methods.parsing import item_rng, parse_rating
+from forgekit.models.scripted import ScriptedModel
 from tests.conftest import StubServer, write_profile
 
 QUIET = {"progress": False}
@@ -161,14 +162,36 @@ def test_dpo_random_rejected_is_reproducible(responders):
 def test_dpo_option_errors(stub, stub_model):
     for kwargs, message in [
         ({"k": 1}, "k must be >= 2"),
-        ({"rejected": "worst"}, "rejected must be"),
-        ({"unparsable": "ignore"}, "unparsable must be"),
+        ({"rejected": "worst"}, r"rejected: unknown \['worst'\]; choose from lowest"),
+        ({"unparsable": "ignore"}, r"unparsable: unknown \['ignore'\]; choose from"),
         ({"min_margin": -1}, "min_margin"),
         ({"user": "{{ prompt }}"}, "variable 'prompt'"),
     ]:
         with pytest.raises(ConfigError, match=message):
             dpo([{"input": "x"}], model=stub_model, **kwargs, **QUIET)
     assert stub.stats().get("requests", 0) == 0
+
+
+def test_dpo_seeds_choose_the_responders_and_seed_the_judge():
+    model = ScriptedModel(
+        [
+            (r"Response#:\s*apple", "Rating: 5"),
+            (r"Response#:\s*pear", "Rating: 2"),
+            (r"^user: Name", ["apple", "pear"]),
+        ]
+    )
+    df = dpo(
+        [{"input": "Name a fruit."}], k=2, seeds=[7, 11], seed=3, model=model, cache=False, **QUIET
+    )
+    record = df.to_dict("records")[0]
+    responses = record["metadata"]["responses"]
+    assert [(r["sampler"], r["seed"]) for r in responses] == [
+        ("scripted#s7", 7),
+        ("scripted#s11", 11),
+    ]
+    assert (record["chosen"], record["rejected"]) == ("apple", "pear")
+    judged = [c["params"] for c in model.calls if "You grade" in c["prompt"]]
+    assert [(p["seed"], p["temperature"], p["max_tokens"]) for p in judged] == [(3, 0.0, 256)] * 2
 
 
 @pytest.mark.model

@@ -4,11 +4,16 @@ categories, counts of unparsable judgments; a real run on the embedded model."""
 import pandas as pd
 import pytest
 
+from forgekit.cli import execute, parse
 from forgekit.cli import main as cli_main
 from forgekit.errors import ConfigError
 from forgekit.methods import judge
-from forgekit.methods.judge import DIFFICULTY, QUALITY, match_label, match_language
+from forgekit.methods._text import parse_labeled
+from forgekit.methods.judge import _LABELS, DIFFICULTY, QUALITY, match_label, match_language
+from forgekit.models.scripted import ScriptedModel
 from tests.conftest import read_jsonl
+
+QUIET = {"progress": False}
 
 RECORDS = [
     {"id": "a", "input": "Prove that there are infinitely many primes.", "output": "Assume..."},
@@ -103,8 +108,39 @@ def test_custom_categories_and_aspects(stub, stub_model):
     )
     assert df.iloc[0]["category"] == "greetings"
     assert "difficulty" not in df.columns  # not asked for: no column
-    with pytest.raises(ConfigError, match="aspects=.*'mood'"):
+    with pytest.raises(ConfigError, match="aspects.*'mood'"):
         judge(RECORDS, model=stub_model, aspects=["mood"])
+
+
+def test_scripted_judgments_map_to_the_exact_labels():
+    model = ScriptedModel(
+        [
+            (r"primes", "**Difficulty:** Very Hard - needs a proof\nLanguage: english."),
+            (r"Say hi", "Difficulty: medium-hard\nLanguage: 2 languages"),  # neither is valid
+        ]
+    )
+    df = judge(RECORDS[:2], model=model, aspects=["difficulty", "language"], **QUIET)
+    assert col(df, "difficulty") == ["very hard", None]
+    assert col(df, "language") == ["English", None]
+    assert "quality" not in df.columns and "category" not in df.columns
+    assert df.attrs["forgekit"]["unparsable"] == {"difficulty": 1, "language": 1}
+    prompt = model.calls[0]["prompt"]
+    assert "Difficulty: <very easy | easy | medium | hard | very hard>" in prompt
+    assert "Quality" not in prompt and "[Response]\nAssume..." in prompt
+
+
+def test_command_line_lists_tag_alias_and_no_response(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"input": "Say hi.", "output": "Hi!"}\n')
+    words = "--aspects quality,category --categories greetings other --no-response"
+    args = parse(["tag", "-i", str(src), *words.split(), "--no-progress"])
+    assert args.aspects == ["quality", "category"] and args.categories == ["greetings", "other"]
+    args.model = model = ScriptedModel([(r".", "Quality: good\nCategory: Greetings")])
+    df = execute(args)
+    assert col(df, "quality") == ["good"] and col(df, "category") == ["greetings"]
+    prompt = model.calls[0]["prompt"]
+    assert "[Response]" not in prompt and "the quality of the request" in prompt
+    assert "exactly one of greetings, other." in prompt
 
 
 def test_cli(stub, stub_model, tmp_path, capsys):
@@ -127,7 +163,14 @@ def test_judge_on_local_model():
         RECORDS[1:2], model="local", aspects=aspects, params={"max_tokens": 24}, progress=False
     )
     row = df.iloc[0]
-    assert row["metadata"]["judge_raw"].strip()
-    assert pd.isna(row["difficulty"]) or row["difficulty"] in DIFFICULTY
-    unparsable = df.attrs["forgekit"]["unparsable"]
-    assert sum(bool(pd.isna(row[k])) for k in aspects) == sum(unparsable.values())
+    raw = row["metadata"]["judge_raw"]
+    assert raw.strip()
+    # Whatever the small model wrote, the tags are exactly what its text holds, never guessed.
+    fields = parse_labeled(raw, _LABELS)
+    expected = {
+        "difficulty": match_label(fields.get("difficulty"), DIFFICULTY),
+        "language": match_language(fields.get("language")),
+    }
+    assert {k: col(df, k)[0] for k in aspects} == expected
+    missing = {k: 1 for k, v in expected.items() if v is None}
+    assert df.attrs["forgekit"]["unparsable"] == missing

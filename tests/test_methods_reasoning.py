@@ -3,11 +3,15 @@ reference and majority checks on a scripted stub, and a real run on the embedded
 
 import pytest
 
+from forgekit.cli import execute, parse
 from forgekit.cli import main as cli_main
 from forgekit.errors import ConfigError
 from forgekit.methods import reasoning
-from forgekit.methods.reasoning import answers_match, parse_reasoning, split_thinking
+from forgekit.methods.reasoning import COT_SYSTEM, answers_match, parse_reasoning, split_thinking
+from forgekit.models.scripted import ScriptedModel
 from tests.conftest import read_jsonl
+
+QUIET = {"progress": False}
 
 
 @pytest.mark.parametrize(
@@ -110,11 +114,78 @@ def test_majority_over_samples(stub, stub_model):
         reasoning(PROBLEMS, model=stub_model, check="majority", params={"temperature": 0})
 
 
+def test_scripted_answers_give_the_known_check_results():
+    """Each answer's correct result is known: right -> True, wrong -> False, no parsable
+    answer -> None; keep='correct' drops all but the right one and counts the others."""
+    model = ScriptedModel(
+        [
+            (r"6 times 7", "6 * 7 = 42.\nFinal answer: **42**"),  # right
+            (r"10 minus 3", "#### 6"),  # wrong
+            (r"capital of France", "I would rather not say."),  # no final answer
+        ]
+    )
+    df = reasoning(PROBLEMS, model=model, check="reference", **QUIET)
+    assert [bool(c) if c is not None else None for c in df["correct"]] == [True, False, None]
+    assert [m["check"]["correct"] for m in df["metadata"]] == [True, False, None]
+    assert [m["answer_from"] for m in df["metadata"]] == ["final_answer_line"] * 2 + [None]
+    assert list(df["output"]) == ["42", "6", ""]
+    assert df.attrs["forgekit"]["counts"] == {"no_answer": 1}
+    assert all(call["prompt"].startswith(f"system: {COT_SYSTEM}") for call in model.calls)
+    kept = reasoning(PROBLEMS, model=model, check="reference", keep="correct", **QUIET)
+    assert list(kept["input"]) == ["What is 6 times 7?"]
+    assert kept.attrs["forgekit"]["counts"] == {"no_answer": 1, "dropped_by_check": 2}
+
+
+def test_majority_needs_a_strict_majority_and_a_tie_goes_to_the_first_answer():
+    model = ScriptedModel(
+        [
+            (r"6 times 7", ["Final answer: 41", "Final answer: 42", "no idea", "Final answer: 42"]),
+            (r"10 minus 3", ["Final answer: 7", "Final answer: 8", "Final answer: 8"]),
+        ]
+    )
+    df = reasoning(PROBLEMS[:2], model=model, check="majority", samples=4, concurrency=1, **QUIET)
+    first, second = (row["metadata"]["check"] for _, row in df.iterrows())
+    # 42 wins 2 of 4 (one sample had no answer): a majority of answers, not of samples.
+    assert first["majority"] == "42.0" and first["votes"] == {"41.0": 1, "42.0": 2}
+    assert df.iloc[0]["output"] == "42" and not bool(df.iloc[0]["correct"])
+    # 7, 8, 8, 8 (the last reply repeats): 8 has 3 of 4.
+    assert second["answers"] == ["7", "8", "8", "8"] and df.iloc[1]["output"] == "8"
+    assert bool(df.iloc[1]["correct"]) is True
+    seeds = [call["params"]["seed"] for call in model.calls]
+    assert len(set(seeds)) == 8  # every sample of every problem has its own seed
+    tie = ScriptedModel([(r"6 times 7", ["Final answer: 5", "Final answer: 6"])])
+    tied = reasoning(PROBLEMS[:1], model=tie, check="majority", samples=2, **QUIET).iloc[0]
+    assert tied["output"] == "5" and tied["metadata"]["check"]["tie"]
+    assert not bool(tied["correct"])  # a tied winner is never called correct
+
+
+def test_think_mode_sends_the_problem_as_is_and_a_system_file_is_read(tmp_path):
+    model = ScriptedModel([(r".", "<think>6*7</think>42")])
+    df = reasoning(PROBLEMS[:1], model=model, mode="think", **QUIET)
+    assert model.calls[0]["prompt"] == "user: What is 6 times 7?"
+    assert df.iloc[0]["output"] == "42" and df.iloc[0]["metadata"]["answer_from"] == "after_think"
+    assert "correct" not in df.columns  # no check, no column
+    system = tmp_path / "system.txt"
+    system.write_text("Be brief.")
+    src = tmp_path / "p.jsonl"
+    src.write_text('{"input": "What is 6 times 7?", "target": "42"}\n')
+    args = parse(["reasoning", "-i", str(src), "--system-file", str(system), "--no-progress"])
+    args.model = model
+    execute(args)
+    assert model.calls[-1]["prompt"] == "system: Be brief.\nuser: What is 6 times 7?"
+
+
 def test_bad_input_names_the_record(stub_model):
     with pytest.raises(ConfigError, match="record 1 has no 'target' field"):
         reasoning(
             [{"input": "a", "target": "1"}, {"input": "b"}], model=stub_model, check="reference"
         )
+    with pytest.raises(ConfigError, match="keep='correct' needs check"):
+        reasoning(PROBLEMS, model=stub_model, keep="correct")
+    with pytest.raises(ConfigError, match="samples >= 2, got 1"):
+        reasoning(PROBLEMS, model=stub_model, check="majority", samples=1)
+    with pytest.raises(ConfigError, match="check: unknown.*'exact'.*choose from reference"):
+        reasoning(PROBLEMS, model=stub_model, check="exact")
 
 
 def test_cli(stub, stub_model, tmp_path, capsys):
@@ -156,7 +227,16 @@ def test_reasoning_on_local_model():
         progress=False,
     )
     row = df.iloc[0]
-    assert row["metadata"]["raw"].strip()
-    assert row["metadata"]["think_tags"] in ("none", "closed", "unclosed", "no_open_tag")
-    assert row["correct"] in (True, False, None)
-    assert row["lineage"]["model"] == "local"
+    raw = row["metadata"]["raw"]
+    assert raw.strip() and row["lineage"]["model"] == "local"
+    # Whatever the small model wrote, the record says what its text holds.
+    expected = parse_reasoning(raw)
+    assert row["metadata"]["think_tags"] == expected["think_tags"]
+    assert row["output"] == (expected["answer"] or "")
+    if expected["answer"] is None:
+        assert row["correct"] is None and df.attrs["forgekit"]["counts"]["no_answer"] == 1
+    else:
+        assert bool(row["correct"]) is answers_match(expected["answer"], "5")
+    assert row["metadata"]["check"]["correct"] == (
+        None if row["correct"] is None else bool(row["correct"])
+    )

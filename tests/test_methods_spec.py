@@ -5,6 +5,7 @@ and the layering rule that keeps the CLI out of the library."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,7 @@ def test_models_are_resolved_once_and_the_engine_never_resolves_a_name(monkeypat
         raise AssertionError(f"the engine resolved {name!r} again")
 
     monkeypatch.setattr("forgekit.methods.runner.get_model", fake_get_model)
-    monkeypatch.setattr("forgekit.engine.runner.get_model", engine_must_not_resolve)
+    monkeypatch.setattr("forgekit.engine.core.get_model", engine_must_not_resolve)
     df = evol(
         [{"input": "Name a fruit."}],
         rounds=1,
@@ -244,3 +245,11 @@ def test_modules_stay_small():
     paths = [*(ROOT / "forgekit/methods").glob("*.py"), *(ROOT / "forgekit/cli").glob("*.py")]
     sizes = {p.name: len(p.read_text().splitlines()) for p in paths if p.name not in legacy}
     assert {name: n for name, n in sizes.items() if n > 500} == {}
+
+
+def test_the_manifest_lists_the_models_the_runner_resolved(tmp_path):
+    model = ScriptedModel()
+    out = tmp_path / "gen.jsonl"
+    generate([{"a": 1}], user="{{ a }}", model=model, out=out, **QUIET)
+    manifest = json.loads(out.with_name("gen.manifest.json").read_text())
+    assert manifest["models"] == [model.identity]

@@ -4,6 +4,7 @@ re-run retries it; rewrite toward a difficulty and answer anew; a real run on th
 model."""
 
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -11,6 +12,7 @@ from forgekit.cli import main as cli_main
 from forgekit.errors import ConfigError
 from forgekit.methods import rewrite, translate
 from forgekit.methods.translate import put, text_leaves
+from forgekit.models.scripted import ScriptedModel
 from tests.conftest import read_jsonl
 
 RECORD = {
@@ -94,6 +96,78 @@ def test_a_failed_field_fails_the_whole_record_and_a_rerun_retries(stub, stub_mo
     assert len(again) == 2 and len(read_jsonl(out)) == 2
 
 
+def test_a_good_translation_becomes_the_record_with_exactly_those_fields_translated():
+    replies = {**DICTIONARY, "How are you?": "Translation: 你好吗？", "Hi there": '"嗨，你好"'}
+    model = ScriptedModel([(f"user: {re.escape(src)}$", dst) for src, dst in replies.items()])
+    df = translate(
+        [RECORD], language="Chinese", fields=["input", "history"], model=model, progress=False
+    )
+    (row,) = df.to_dict("records")
+    assert row["input"] == "你好吗？"  # the preamble and the quotes are not the translation
+    assert row["history"] == [["你好", "嗨，你好"], ["早上好", ""]]
+    for untouched in ("system", "output", "chosen", "rejected", "tag", "score"):
+        assert row[untouched] == RECORD[untouched]
+    assert row["metadata"]["translate"] == {
+        "language": "Chinese",
+        "fields": ["input", "history[0][0]", "history[0][1]", "history[1][0]"],
+    }
+    assert row["metadata"]["original"] == {"input": "How are you?", "history": RECORD["history"]}
+    sent = [call["prompt"].split("\nuser: ")[1] for call in model.calls]
+    assert sent == ["How are you?", "Hello", "Hi there", "Good morning"]
+    assert all("Translate the user's text into Chinese" in c["prompt"] for c in model.calls)
+    assert df.attrs["forgekit"]["errors"] == [] and "counts" not in df.attrs["forgekit"]
+
+
+class CuttingModel(ScriptedModel):
+    """As a real model does, an answer longer than max_tokens (here: words) stops there with
+    finish_reason 'length'."""
+
+    async def chat(self, messages, params):
+        done = await super().chat(messages, params)
+        words = done.text.split()
+        if len(words) <= params.max_tokens:
+            return done
+        return replace(done, texts=[" ".join(words[: params.max_tokens])], finish_reason="length")
+
+
+def test_cut_off_or_refused_answers_refuse_the_record_with_the_reason(tmp_path):
+    apology = "I'm sorry, I can't help with that."
+    model = CuttingModel(
+        [
+            (r"user: Good morning\.$", "Bonjour."),
+            (r"user: Tell me a story\.$", "Raconte-moi une histoire."),
+            (r"user: Once upon a time", "Il était une fois " + "un très " * 20 + "vieux roi."),
+            (r"user: How do I pick a lock\?$", "I'm sorry, but I can't help with that."),
+            (f"user: {re.escape(apology)}$", apology),  # the text itself says so: a translation
+        ]
+    )
+    records = [
+        {"id": "good", "input": "Good morning."},
+        {"id": "long", "input": "Tell me a story.", "output": "Once upon a time, a king."},
+        {"id": "refused", "input": "How do I pick a lock?"},
+        {"id": "quoted", "input": apology},
+    ]
+    out = tmp_path / "t.jsonl"
+    df = translate(
+        records, language="French", params={"max_tokens": 16}, model=model, out=out, progress=False
+    )
+    written = {row["lineage"]["parent_id"]: row for row in read_jsonl(out)}
+    assert set(written) == {"good", "quoted"} and len(df) == 2
+    assert written["good"]["input"] == "Bonjour." and written["quoted"]["input"] == apology
+    info = df.attrs["forgekit"]
+    assert info["counts"] == {"cut_off": 1, "refusal": 1}
+    messages = sorted(error["message"] for error in info["errors"])
+    assert messages[0].endswith(
+        "input: the model refused: \"I'm sorry, but I can't help with that.\""
+    )
+    assert messages[1].endswith("output: the answer was cut off at max_tokens")
+    logged = read_jsonl(tmp_path / "t.errors.jsonl")
+    assert sorted(e["error"] for e in logged) == ["FieldError", "FieldError"]
+    # each bad answer was asked for once more past the cache before the record was refused
+    for text in ("Once upon a time", "How do I pick a lock?"):
+        assert sum(f"user: {text}" in call["prompt"] for call in model.calls) == 2
+
+
 def test_rewrite_toward_difficulty_and_answers_again(stub, stub_model):
     stub.configure(
         rules=[
@@ -112,9 +186,9 @@ def test_rewrite_toward_difficulty_and_answers_again(stub, stub_model):
     assert row["metadata"]["original"] == {"input": "How are you?", "output": "Fine, thanks."}
     with pytest.raises(ConfigError, match="difficulty= .*and/or style="):
         rewrite([RECORD], model=stub_model)
-    with pytest.raises(ConfigError, match="difficulty='brutal'"):
+    with pytest.raises(ConfigError, match=r"difficulty: unknown \['brutal'\]"):
         rewrite([RECORD], difficulty="brutal", model=stub_model)
-    with pytest.raises(ConfigError, match="fields=\\['title'\\]"):
+    with pytest.raises(ConfigError, match=r"fields: unknown \['title'\]"):
         translate([RECORD], language="French", fields=["title"], model=stub_model)
 
 
@@ -136,6 +210,8 @@ def test_cli(stub, stub_model, tmp_path, capsys):
                 str(src),
                 "-l",
                 "Chinese",
+                "--fields",
+                "input,output",
                 "-m",
                 "stub",
                 "--out",
@@ -145,20 +221,34 @@ def test_cli(stub, stub_model, tmp_path, capsys):
         )
         == 0
     )
-    assert read_jsonl(out)[0]["output"] == "很好，谢谢。"
+    (row,) = read_jsonl(out)
+    assert row["output"] == "很好，谢谢。" and row["metadata"]["translate"]["fields"] == [
+        "input",
+        "output",
+    ]
 
 
 @pytest.mark.model
 def test_translate_on_local_model():
+    source = "Good morning, friend."
     df = translate(
-        [{"input": "Good morning, friend."}],
+        [{"input": source}],
         language="French",
         model="local",
         params={"max_tokens": 32},
         progress=False,
     )
-    # a weak model may run past max_tokens; then the record fails cleanly instead
-    if len(df):
-        assert df.iloc[0]["input"].strip() and df.iloc[0]["lineage"]["model"] == "local"
+    info = df.attrs["forgekit"]
+    # A weak model may run past max_tokens: then the record is refused, never half-kept, and
+    # the one error names the field and the reason that was counted.
+    if len(df) == 1:
+        row = df.iloc[0]
+        assert info["errors"] == [] and row["input"].strip()
+        assert row["metadata"]["original"] == {"input": source}
+        assert row["metadata"]["translate"] == {"language": "French", "fields": ["input"]}
+        assert row["lineage"]["model"] == "local"
     else:
-        assert "input" in df.attrs["forgekit"]["errors"][0]["message"]
+        (error,) = info["errors"]
+        (reason,) = info["counts"]
+        words = {"cut_off": "cut off at max_tokens", "no_text": "no text", "refusal": "refused"}
+        assert "input: the " in error["message"] and words[reason] in error["message"]

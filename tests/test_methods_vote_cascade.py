@@ -5,10 +5,11 @@ profile), each scripted with its own answers."""
 
 import pytest
 
+from forgekit.cli import execute, parse
 from forgekit.errors import ConfigError
 from forgekit.methods import cascade, vote
-from forgekit.methods._prompting import LabelSet
-from forgekit.methods.vote import majority
+from forgekit.methods.parsing import LabelSet, majority
+from forgekit.models.scripted import ScriptedModel
 from tests.conftest import StubServer, write_profile
 
 QUIET = {"progress": False}
@@ -203,6 +204,67 @@ def test_cascade_errors(stub, stub_model):
             **QUIET,
         )
     assert stub.stats().get("requests", 0) == 0
+
+
+def test_vote_models_are_resolved_once_and_exclude_model(monkeypatch):
+    made = {}
+
+    def fake_get_model(name):
+        made[name] = ScriptedModel([(r"sky", "Blue." if name == "a" else "grey")], name=name)
+        return made[name]
+
+    def engine_must_not_resolve(name):
+        raise AssertionError(f"the engine resolved {name!r} again")
+
+    monkeypatch.setattr("forgekit.methods.runner.get_model", fake_get_model)
+    monkeypatch.setattr("forgekit.engine.runner.get_model", engine_must_not_resolve)
+    df = vote([{"input": "The sky?"}], models=["a", "b", "a"], tie="first", **QUIET)
+    assert sorted(made) == ["a", "b"]  # one object per name; the first is the main model
+    votes = df["metadata"].iloc[0]["votes"]
+    assert [(v["voter"], v["model"], v["label"]) for v in votes] == [
+        ("a", "a", "blue"),
+        ("b", "b", "grey"),
+        ("a#2", "a", "blue"),
+    ]
+    assert df["output"].iloc[0] == "Blue."  # free-form: the first raw answer of the winner
+    with pytest.raises(ConfigError, match="either model= or models=, not both"):
+        vote([{"input": "x"}], model="a", models=["b", "c"], **QUIET)
+
+
+def test_vote_command_line_aliases_add_up_when_repeated(tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"input": "a great film"}\n{"input": "an awful soup"}\n')
+    model = ScriptedModel([(r"great", "pos"), (r"awful", "NEG!")])
+    flags = "--votes 2 --labels positive negative --alias pos=positive --alias neg=negative"
+    args = parse(["vote", "-i", str(data), "--no-progress", *flags.split()])
+    assert args.aliases == ["pos=positive", "neg=negative"]
+    args.model = model  # a Model object goes through the CLI handler unchanged
+    df = execute(args)
+    assert list(df["output"]) == ["positive", "negative"]
+    assert len(model.calls) == 4
+    with pytest.raises(ConfigError, match="--alias 'pos': expected ALIAS=LABEL"):
+        vote([{"input": "x"}], n_votes=2, aliases=["pos"], model=model, **QUIET)
+    assert len(model.calls) == 4
+
+
+def test_cascade_stage2_params_default_to_stage_1s():
+    model = ScriptedModel([(r"Rate", "hard"), (r"Again", "medium")])
+    df = cascade(
+        [{"input": "x"}],
+        user="Rate {{ input }}",
+        labels=["easy", "medium", "hard"],
+        route=["hard"],
+        stage2_user="Again {{ input }}",
+        params={"max_tokens": 9},
+        stage2_params={"temperature": 0.5},
+        seed=3,
+        model=model,
+        **QUIET,
+    )
+    first, second = (call["params"] for call in model.calls)
+    assert (first["max_tokens"], first["temperature"], first["seed"]) == (9, 0.0, 3)
+    assert (second["max_tokens"], second["temperature"], second["seed"]) == (9, 0.5, 3)
+    assert df["output"].iloc[0] == "medium" and df["metadata"].iloc[0]["final_stage"] == 2
 
 
 @pytest.mark.model

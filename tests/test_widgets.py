@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import queue
+import re
 import time
 from pathlib import Path
 
@@ -41,13 +42,44 @@ def front_end_update(widget, **state) -> None:
     )
 
 
-def test_front_end_files_resolve():
+def _one_of_each(tmp_path) -> dict:
+    """A live widget of each kind, keyed by the stem of its front-end files."""
+    return {
+        "run_monitor": RunMonitor(),
+        "dataset_viewer": DatasetViewer(_records(3)),
+        "pair_reviewer": PairReviewer(
+            [{"id": "a", "chosen": "c", "rejected": "r"}], decisions_path=tmp_path / "r.jsonl"
+        ),
+    }
+
+
+def test_front_end_modules_come_from_the_widgets_folder_and_use_only_synced_traits(tmp_path):
     folder = asset_dir()
+    # A source checkout uses the top-level widgets/ folder itself, not a copy of it.
     assert folder == Path(__file__).resolve().parents[1] / "widgets"
-    for name in ("run_monitor", "dataset_viewer", "pair_reviewer"):
-        assert "export default" in (folder / f"{name}.js").read_text()
-        assert (folder / f"{name}.css").stat().st_size > 0
-    assert "export default" in RunMonitor._esm and "fk-rm-cancel" in RunMonitor._esm
+    for stem, widget in _one_of_each(tmp_path).items():
+        state = widget.get_state()  # what the front end receives when the widget opens
+        assert state["_esm"] == (folder / f"{stem}.js").read_text(encoding="utf-8")
+        assert state["_css"] == (folder / f"{stem}.css").read_text(encoding="utf-8")
+        # The module's contract with Python: every trait it reads or writes is synced.
+        used = set(re.findall(r'model\.(?:get|set)\(\s*"(\w+)"', state["_esm"]))
+        assert len(used) >= 5, f"{stem}.js: expected the module to read its state"
+        missing = used - set(widget.keys)
+        assert not missing, f"{stem}.js uses traits the Python widget does not sync: {missing}"
+
+
+def test_asset_dir_finds_the_installed_copy_first_then_the_checkout(tmp_path):
+    package = tmp_path / "site" / "forgekit"
+    with pytest.raises(FileNotFoundError, match=r"_widgets.*widgets"):
+        asset_dir(package)
+    checkout = tmp_path / "site" / "widgets"  # a source checkout: widgets/ beside the package
+    checkout.mkdir(parents=True)
+    (checkout / "run_monitor.js").write_text("export default {};\n")
+    assert asset_dir(package) == checkout
+    installed = package / "_widgets"  # a wheel: pyproject force-includes widgets/ here
+    installed.mkdir(parents=True)
+    (installed / "run_monitor.js").write_text("export default {};\n")
+    assert asset_dir(package) == installed
 
 
 # --- RunMonitor -----------------------------------------------------------------------------
@@ -259,7 +291,9 @@ def test_cancel_and_interrupt_reach_a_busy_kernel(stub, stub_model, tmp_path):
     the run still runs after it, in order."""
     from jupyter_client.manager import start_new_kernel
 
-    magpie_rules(stub, latency_ms=60)
+    # The stub answers 6 requests (3 records) and holds the rest: the run is busy, waiting on
+    # a request, when Cancel and the interrupt arrive, however fast the machine is.
+    magpie_rules(stub, latency_ms=60, hold_after=6)
     km, kc = start_new_kernel(kernel_name="python3", startup_timeout=60)
     try:
         reply = kc.execute_interactive("%load_ext forgekit", timeout=60)
@@ -281,20 +315,23 @@ def test_cancel_and_interrupt_reach_a_busy_kernel(stub, stub_model, tmp_path):
                 },
             },
         )
-        clicked = time.monotonic()
         kc.shell_channel.send(cancel)
-        replies = _replies(kc, {run_id, queued_id}, timeout=30)
-        assert time.monotonic() - clicked < 5  # not the ~6 s the whole run would take
+        replies = _replies(kc, {run_id, queued_id}, timeout=60)
         assert replies[run_id]["status"] == "ok" and replies[queued_id]["status"] == "ok", replies
         assert replies[run_id]["execution_count"] < replies[queued_id]["execution_count"]
         status = _eval(kc, "(len(d), d.attrs['forgekit']['status'], after)")
         kept, state, after = status
-        assert state == "cancelled" and 2 <= kept < 50 and after == kept
+        assert state == "cancelled" and 2 <= kept <= 3 and after == kept
         assert len(read_jsonl(out)) == kept
 
         # A kernel interrupt: the cell fails with one line, finished records are kept.
+        magpie_rules(stub, latency_ms=60, hold_after=6)
+        # stop_on_error=False: after a failed cell ipykernel aborts execute requests until
+        # a marker it queues *after* sending the error reply, so the check below could be
+        # aborted if it arrived first (seen about once in 20 runs on a loaded machine).
         run_id = kc.execute(
-            "%forge magpie -n 50 --model stub --template chatml --concurrency 1 --seed 9 -o d2"
+            "%forge magpie -n 50 --model stub --template chatml --concurrency 1 --seed 9 -o d2",
+            stop_on_error=False,
         )
         _wait_for_monitor(kc, records=2)
         km.interrupt_kernel()
@@ -302,7 +339,7 @@ def test_cancel_and_interrupt_reach_a_busy_kernel(stub, stub_model, tmp_path):
         assert reply["status"] == "error" and reply["ename"] == "RunInterrupted"
         assert len(reply["traceback"]) == 1 and "finished record(s) kept" in reply["traceback"][0]
         kept2 = _eval(kc, "len(d2)")
-        assert 2 <= kept2 < 50
+        assert 2 <= kept2 <= 3
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)

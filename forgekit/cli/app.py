@@ -4,7 +4,9 @@ option is defined once.
 Each module in `COMMAND_MODULES` has a `register(subparsers)` function that adds its
 subcommands with `set_defaults(handler=...)`; the method commands are generated from the
 method declarations (forgekit.cli.methods). A handler takes `(args, ctx: CommandContext)`
-and returns a DataFrame, a string or a dict.
+and returns a DataFrame, a string or a dict; it signals failure by raising a `ForgeError`
+(exit status 1), which may carry a `result` to show before the error (`forge batch` with
+failed combinations).
 """
 
 from __future__ import annotations
@@ -188,6 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ForgeError as exc:
         if debug:
             raise
+        # An error that comes with a result (`forge batch`: the index of a grid in which some
+        # combinations failed) shows the result first, then fails.
+        partial = getattr(exc, "result", None)
+        if partial is not None:
+            print(render(partial))
         print(f"forge: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
     except (FileNotFoundError, FileExistsError, ValueError) as exc:

@@ -20,6 +20,10 @@ def _run_command(args: argparse.Namespace, ctx: Any) -> Any:
     )
     table = df[["name", "status", "duration_s", "records", "error"]].fillna({"error": ""})
     table.attrs = dict(df.attrs)
+    if df.attrs["forgekit"]["failed"]:
+        # Exit status 1 (like any ForgeError), after the table: a CI job running a grid
+        # must be able to tell a failed combination from success.
+        raise batch.BatchFailedError(batch.failure_report(df), result=table)
     return table
 
 

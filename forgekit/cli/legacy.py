@@ -22,16 +22,7 @@ from forgekit.cli.options import (  # noqa: F401 - the shared groups, as legacy 
 )
 
 # Method modules under forgekit.methods that still define `add_command(subparsers)`.
-LEGACY_METHODS = (
-    "vote",
-    "cascade",
-    "dpo",
-    "cosmopedia",
-    "reasoning",
-    "doc_qa",
-    "translate",
-    "judge",
-)
+LEGACY_METHODS: tuple[str, ...] = ()
 # Helper modules of forgekit.methods that still import this module (for their old callers).
 LEGACY_HELPERS = ("_prompting", "_text", "_common")
 

@@ -38,7 +38,9 @@ def add_method_command(subparsers: argparse._SubParsersAction, cls: type[Method]
     parser = subparsers.add_parser(
         cls.command or cls.name, aliases=list(cls.aliases), help=cls.help, description=doc
     )
-    if cls.inputs != "none":
+    if cls.inputs == "paths":
+        parser.add_argument("paths", nargs="+", help="input files and/or folders")
+    elif cls.inputs != "none":
         add_input_option(parser, required=cls.inputs == "required")
     add_model_option(parser)
     hints = typing.get_type_hints(cls.Options)
@@ -108,30 +110,58 @@ def _add_value(group: Any, field: dataclasses.Field, info: OptionInfo, hint: Any
             **kwargs,
         )
         return
-    many = _is_sequence(hint)
+    # With `from_text` one command-line string is the whole value (e.g. "input,output").
+    many = _is_sequence(hint) and info.from_text is None
     element = _element_type(hint) if many else _base_type(hint)
-    kwargs.update(
-        default=default,
-        type=info.from_text or (element if element in (int, float) else str),
-        help=_with_default(info.help, default),
-    )
-    if many:
-        kwargs["nargs"] = "+"
-    if info.choices is not None:
-        kwargs["choices"] = info.choices
-        if many:  # argparse would print every choice twice in the usage line
-            kwargs["metavar"] = field.name.upper().removesuffix("S")
-            kwargs["help"] += f"; choose from {', '.join(map(str, info.choices))}"
+    convert = info.from_text or (element if element in (int, float) else str)
+    kwargs.update(default=default, help=_with_default(info.help, default))
+    if many:  # `--style a b` or `--style a,b`: split first, then convert and check
+        kwargs.update(nargs="+", action=_ListAction, convert=convert, allowed=info.choices)
+        # With no default, a repeated flag adds to the list rather than replacing it.
+        kwargs["extend"] = default is None
+        kwargs["metavar"] = field.name.upper().removesuffix("S")
+    else:
+        kwargs.update(type=convert, choices=None if info.from_text else info.choices)
+    if info.choices is not None and (many or info.from_text):
+        kwargs["help"] += f"; choose from {', '.join(map(str, info.choices))}"
     if info.metavar:
         kwargs["metavar"] = info.metavar
     group.add_argument(*_flag(field, info), **kwargs)
 
 
+class _ListAction(argparse.Action):
+    """A list option's values, apart by spaces or commas, converted and checked one by one."""
+
+    def __init__(
+        self, *args: Any, convert: Any, allowed: Any, extend: bool, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.convert, self.allowed, self.extend = convert, allowed, extend
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None):
+        parts = [p.strip() for value in values for p in value.split(",") if p.strip()]
+        if not parts:
+            raise argparse.ArgumentError(self, "expected at least one value")
+        try:
+            items = [self.convert(part) for part in parts]
+        except (TypeError, ValueError) as exc:
+            raise argparse.ArgumentError(self, str(exc)) from None
+        wrong = [i for i in items if self.allowed is not None and i not in self.allowed]
+        if wrong:
+            raise argparse.ArgumentError(
+                self,
+                f"invalid choice: {', '.join(map(repr, wrong))} "
+                f"(choose from {', '.join(map(str, self.allowed))})",
+            )
+        earlier = getattr(namespace, self.dest, None) if self.extend else None
+        setattr(namespace, self.dest, [*(earlier or []), *items])
+
+
 def _base_type(hint: Any) -> Any:
-    """X for `X | None`; the hint itself otherwise."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    """What the command line gives: X for `X | None`, the first of a union's types
+    (`tuple[str, ...] | Mapping[...]`: a list of strings; Python may pass the others)."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return args[0] if len(args) == 1 else str
+        return next(a for a in typing.get_args(hint) if a is not type(None))
     return hint
 
 
@@ -160,5 +190,7 @@ def run_command(cls: type[Method], args: argparse.Namespace, ctx: Any) -> Any:
             kwargs[field.name] = getattr(args, field.name)
     input_name = getattr(args, "input", None)
     data = ctx.resolve_input(input_name) if input_name is not None else None
+    if cls.inputs == "paths":
+        data = args.paths
     run = {"model": args.model, "out": args.out, "config": run_config_from_args(args, ctx)}
     return call(cls, data, {**kwargs, **run})

@@ -14,6 +14,8 @@ declared method is a magic at once. What only a notebook has is added here:
   no front end draws the widget, e.g. under papermill; FORGEKIT_NO_WIDGETS=1 forces text).
   Its Cancel button and a kernel interrupt both stop the run and keep finished records.
 - Errors are one line (what was wrong, how to fix it), not a traceback, unless `--debug`.
+  `%forge batch` with failed combinations shows its index table, then fails the cell
+  listing each failed combination.
 """
 
 from __future__ import annotations
@@ -108,7 +110,10 @@ class ForgeMagics(Magics):
         except (ForgeError, FileNotFoundError, FileExistsError, ValueError) as exc:
             if debug:
                 raise
-            raise MagicError(_one_line(exc)) from None
+            # An error with a result (`%forge batch` with failed combinations) lists one
+            # failure per line; the result itself was displayed by `_run`.
+            shown = getattr(exc, "result", None) is not None
+            raise MagicError(str(exc) if shown else _one_line(exc)) from None
 
     # -- the command ---------------------------------------------------------------------
     def _run(self, argv: list[str], cell: str | None) -> Any:
@@ -125,7 +130,20 @@ class ForgeMagics(Magics):
         if hasattr(args, "no_progress"):  # a command that runs the engine
             result = self._run_with_progress(args, ctx)
         else:
-            result = execute(args, ctx)
+            try:
+                result = execute(args, ctx)
+            except ForgeError as exc:
+                # `%forge batch` with failed combinations: bind and show the index table,
+                # then fail the cell with the list of failures.
+                partial = getattr(exc, "result", None)
+                if partial is None:
+                    raise
+                if target is not None:
+                    self.shell.user_ns[target] = partial
+                from IPython.display import display
+
+                display(partial)
+                raise
         if target is not None:
             self.shell.user_ns[target] = result
         if isinstance(result, str):

@@ -24,21 +24,4 @@ def __getattr__(name: str) -> _Any:
     return _public_function(cls)
 
 
-# COMPAT (issue 12): methods not yet converted to a declaration; delete each line as its
-# module is converted (its function is then bound above).
-from forgekit.methods.cascade import cascade  # noqa: E402, F401
-from forgekit.methods.cosmopedia import cosmopedia  # noqa: E402, F401
-from forgekit.methods.doc_qa import doc_qa  # noqa: E402, F401
-from forgekit.methods.dpo import dpo  # noqa: E402, F401
-from forgekit.methods.judge import judge  # noqa: E402, F401
-from forgekit.methods.reasoning import reasoning  # noqa: E402, F401
-from forgekit.methods.translate import rewrite, translate  # noqa: E402, F401
-from forgekit.methods.vote import vote  # noqa: E402, F401
-
-__all__ = sorted(
-    [
-        *_methods(),
-        *("cascade", "cosmopedia", "doc_qa", "dpo", "judge", "magpie", "reasoning"),
-        *("rewrite", "self_instruct", "translate", "vote"),
-    ]
-)
+__all__ = sorted(_methods())

@@ -37,7 +37,6 @@ from forgekit.methods.prompting import (  # noqa: F401
 from forgekit.methods.samplers import (  # noqa: F401
     Sampler,
     build_samplers,
-    check_model_name,
     model_key,
     model_label,
 )

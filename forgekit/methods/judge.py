@@ -1,62 +1,36 @@
 """LLM-as-judge tagging: difficulty, quality (with an explanation), task category and
-language for each record, as new columns.
-
-The judge answers in fixed `Label: value` lines. A value is accepted only when it is one of
-the allowed labels (after lowercasing and dropping markdown/punctuation; a label may be
-followed by a dash or comma and a comment). Anything else is left empty (None) and counted
-in `df.attrs['forgekit']['unparsable']` — a judgment is never guessed.
+language for each record, as new columns. The judge answers in fixed `Label: value` lines; a
+value is kept only when it opens with an allowed label (see parsing.LabelSet, match="start"),
+anything else is left empty (None) and counted — a judgment is never guessed.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
-from collections import Counter
+from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-from forgekit.cli.legacy import (
-    add_input_option,
-    add_model_option,
-    add_run_options,
-    read_input,
-)
-from forgekit.data.io import read_records
 from forgekit.data.records import fingerprint, make_lineage, make_record
 from forgekit.engine import RunContext
 from forgekit.errors import ConfigError
-from forgekit.methods._common import split_run_options
-from forgekit.methods._text import (
-    add_sampling_options,
-    call_options,
-    frame,
-    map_records,
-    parse_labeled,
-    require_field,
-    sampling,
-    split_list,
-)
+from forgekit.methods._text import parse_labeled, require_field
 from forgekit.methods.parsing import LabelSet
+from forgekit.methods.prompting import chat_messages
+from forgekit.methods.spec import Method, option, sampling
 from forgekit.models import SamplingParams
 
 DIFFICULTY = ("very easy", "easy", "medium", "hard", "very hard")
 QUALITY = ("very poor", "poor", "average", "good", "excellent")
+# fmt: off
 CATEGORIES = (
-    "information seeking",
-    "reasoning",
-    "planning",
-    "editing",
-    "coding",
-    "math",
-    "role playing",
-    "data analysis",
-    "creative writing",
-    "advice seeking",
-    "brainstorming",
+    "information seeking", "reasoning", "planning", "editing", "coding", "math",
+    "role playing", "data analysis", "creative writing", "advice seeking", "brainstorming",
     "other",
 )
+# fmt: on
 ASPECTS = ("difficulty", "quality", "category", "language")
+_PASSED_ON = ("target", "system", "thinking", "chosen", "rejected")  # record fields kept as is
 _LABELS = {
     "difficulty": ("Difficulty",),
     "quality": ("Quality",),
@@ -74,16 +48,12 @@ def build_prompt(
     if "difficulty" in aspects:
         parts.append(
             "Difficulty: how hard the user's request is for a capable assistant — one of "
-            + ", ".join(DIFFICULTY)
-            + "."
+            f"{', '.join(DIFFICULTY)}."
         )
         lines.append("Difficulty: <" + " | ".join(DIFFICULTY) + ">")
     if "quality" in aspects:
-        what = (
-            "the response (helpful, correct, complete, well written)"
-            if response
-            else ("the request (clear, specific, answerable)")
-        )
+        what = "the response (helpful, correct, complete, well written)"
+        what = what if response else "the request (clear, specific, answerable)"
         parts.append(
             f"Quality: the quality of {what} — one of {', '.join(QUALITY)}; then "
             "explain the rating in one or two sentences."
@@ -91,9 +61,7 @@ def build_prompt(
         lines += ["Quality: <" + " | ".join(QUALITY) + ">", "Explanation: <one or two sentences>"]
     if "category" in aspects:
         parts.append(
-            "Category: the task category of the request — exactly one of "
-            + ", ".join(categories)
-            + "."
+            f"Category: the task category of the request — exactly one of {', '.join(categories)}."
         )
         lines.append("Category: <one category>")
     if "language" in aspects:
@@ -109,12 +77,6 @@ def build_prompt(
     return "\n".join(parts) + "\n\n" + record
 
 
-def _clean(value: str) -> str:
-    value = value.strip().splitlines()[0] if value.strip() else ""
-    value = re.sub(r"[*_`<>\[\]\"'“”]", "", value)
-    return " ".join(value.lower().replace("_", " ").split()).strip(" .。")
-
-
 def match_label(value: str | None, allowed: list[str] | tuple[str, ...]) -> str | None:
     """The allowed label `value` opens with, or None (LabelSet's match="start": longest label
     first, alone or before a separator; 'medium-hard' is not 'medium')."""
@@ -127,161 +89,92 @@ def _label_set(allowed: tuple[str, ...]) -> LabelSet:
 
 
 def match_language(value: str | None) -> str | None:
-    """A language name: one to three words of letters; otherwise None."""
-    if value is None:
-        return None
-    text = _clean(value)
-    if not text or not re.fullmatch(r"[^\W\d_]+(?: [^\W\d_]+){0,2}", text):
+    """A language name: one to three words of letters (markup and case aside); else None."""
+    line = ((value or "").strip().splitlines() or [""])[0]
+    text = " ".join(re.sub(r"[*_`<>\[\]\"'“”]", "", line).lower().replace("_", " ").split())
+    text = text.strip(" .。")
+    if not re.fullmatch(r"[^\W\d_]+(?: [^\W\d_]+){0,2}", text):
         return None
     return text.title() if text.isascii() else text
 
 
-def judge(
-    data: Any,
-    *,
-    model: Any = None,
-    aspects: list[str] | tuple[str, ...] = ASPECTS,
-    categories: list[str] | tuple[str, ...] = CATEGORIES,
-    field: str = "input",
-    response_field: str | None = "output",
-    params: SamplingParams | dict[str, Any] | None = None,
-    n: int | None = None,
-    seed: int = 0,
-    out: str | Path | None = None,
-    **run_options: Any,
-):
-    """Tag each record with the judge's difficulty, quality (+ explanation), category and
-    language; returns the records with these new columns (None where unparsable).
+@dataclass(frozen=True, kw_only=True)
+class JudgeOptions:
+    aspects: tuple[str, ...] = option(ASPECTS, choices=ASPECTS, help="the tags to ask for")
+    categories: tuple[str, ...] = option(
+        CATEGORIES, metavar="CATEGORY", help=f"task categories (default: {', '.join(CATEGORIES)})"
+    )
+    field: str = option("input", help="the request field")
+    response_field: str | None = option("output", help="the response field judged for quality")
+    response: bool = option(True, help="judge the response as well as the request")
+    n: int | None = option(None, flag="-n", identity=False, help="at most this many records")
+    params: SamplingParams = sampling(temperature=0.0, max_tokens=256, help="each judgment")
+    seed: int = option(0, help="seed of every request")
 
-    - `aspects`: which tags to ask for (default all four).
-    - `categories`: the allowed task categories (default: a Magpie-style list).
-    - `field`: the request; `response_field`: the response judged for quality (set None,
-      or leave records without it, to judge the request's quality instead).
-    - `params`: sampling (default T=0, 256 tokens).
-    `df.attrs['forgekit']['unparsable']` counts the judgments that could not be read.
-    """
-    config, rest = split_run_options(run_options)
-    if rest:
-        raise TypeError(f"judge() got unexpected option(s): {', '.join(sorted(rest))}")
-    aspects = list(aspects)
-    bad = [a for a in aspects if a not in ASPECTS]
-    if bad or not aspects:
-        raise ConfigError(f"aspects={bad or aspects!r}: choose from {', '.join(ASPECTS)}")
-    categories = [c.strip() for c in categories if c.strip()]
-    if "category" in aspects and not categories:
-        raise ConfigError("categories is empty: give at least one task category")
-    records = read_records(data)
-    require_field(records, field, "field=")
-    from forgekit.models import get_model
 
-    main_model = get_model(model)
-    sample = sampling({"temperature": 0.0, "max_tokens": 256}, params)
-    job = {
-        "method": "judge",
-        "model": main_model.identity,
-        "aspects": aspects,
-        "categories": categories,
-        "field": field,
-        "response_field": response_field,
-        "params": sample.to_dict(),
-        "seed": seed,
-    }
-    template_hash = fingerprint([build_prompt("{i}", "{r}", aspects, categories)], 12)
-    unparsable: Counter[str] = Counter()
+class Judge(Method):
+    """Tag records with an LLM judge: difficulty (very easy..very hard), quality (very
+    poor..excellent) with an explanation, task category (from a list) and language, as new
+    columns. Unparsable judgments are left empty (None) and counted in
+    df.attrs['forgekit']['unparsable']."""
 
-    async def produce(ctx: RunContext, index: int, record: dict[str, Any]) -> dict:
-        response = str(record.get(response_field) or "") if response_field else ""
-        prompt = build_prompt(str(record[field]), response or None, aspects, categories)
-        answer = await ctx.chat(
-            [{"role": "user", "content": prompt}],
-            params=SamplingParams.coerce(sample, seed=seed),
-        )
+    name = "judge"
+    aliases = ("tag",)
+    help = "LLM-as-judge tags: difficulty, quality, category, language"
+    Options = JudgeOptions
+
+    def prepare(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        o = self.options
+        self.categories = [c.strip() for c in o.categories if c.strip()]
+        if "category" in o.aspects and not self.categories:
+            raise ConfigError("categories is empty: give at least one task category")
+        require_field(records, o.field, "field=")
+        self.response_field = o.response_field if o.response else None
+        prompt = build_prompt("{i}", "{r}", list(o.aspects), self.categories)
+        self.template_hash = fingerprint([prompt], 12)
+        return records
+
+    @property
+    def limit(self) -> int | None:
+        return self.options.n
+
+    async def produce(self, ctx: RunContext, record: dict[str, Any]) -> dict[str, Any]:
+        o = self.options
+        response = str(record.get(self.response_field) or "") if self.response_field else ""
+        prompt = build_prompt(str(record[o.field]), response or None, o.aspects, self.categories)
+        params = SamplingParams.coerce(o.params, seed=o.seed)
+        answer = await ctx.chat(chat_messages(None, prompt), params=params)
         fields = parse_labeled(answer.text, _LABELS)
         tags: dict[str, Any] = {}
-        if "difficulty" in aspects:
+        if "difficulty" in o.aspects:
             tags["difficulty"] = match_label(fields.get("difficulty"), DIFFICULTY)
-        if "quality" in aspects:
+        if "quality" in o.aspects:
             tags["quality"] = match_label(fields.get("quality"), QUALITY)
-            explanation = (fields.get("explanation") or "").strip()
-            tags["quality_explanation"] = explanation or None
-        if "category" in aspects:
-            tags["category"] = match_label(fields.get("category"), categories)
-        if "language" in aspects:
+            tags["quality_explanation"] = (fields.get("explanation") or "").strip() or None
+        if "category" in o.aspects:
+            tags["category"] = match_label(fields.get("category"), self.categories)
+        if "language" in o.aspects:
             tags["language"] = match_language(fields.get("language"))
-        for name, value in tags.items():
-            if value is None:
-                unparsable[name] += 1
-        carry = {k: v for k, v in record.items() if k not in tags}
+        self.counts.update(name for name, value in tags.items() if value is None)
         return make_record(
             id=ctx.task.id,
-            input=str(record[field]) if field == "input" else str(record.get("input") or ""),
+            input=str(record[o.field]) if o.field == "input" else str(record.get("input") or ""),
             output=str(record.get("output") or ""),
             history=record.get("history") or [],
-            target=record.get("target"),
-            system=record.get("system"),
-            thinking=record.get("thinking"),
-            chosen=record.get("chosen"),
-            rejected=record.get("rejected"),
+            **{key: record.get(key) for key in _PASSED_ON},
             metadata={**(record.get("metadata") or {}), "judge_raw": answer.text},
             lineage=make_lineage(
-                "judge",
-                main_model.name,
-                template_hash=template_hash,
-                params=sample.to_dict(),
-                seed=seed,
-                index=index,
+                self.name,
+                ctx.model.name,
+                template_hash=self.template_hash,
+                params=o.params.to_dict(),
+                seed=o.seed,
+                index=ctx.task.info["index"],
                 parent_id=record.get("id"),
                 parent_lineage=record.get("lineage"),
             ),
-            carry={**tags, **carry},
+            carry={**tags, **{k: v for k, v in record.items() if k not in tags}},
         )
 
-    result = map_records(
-        "judge", records, produce, job=job, model=model, out=out, config=config, limit=n
-    )
-    return frame(result, unparsable=dict(unparsable))
-
-
-# --- the `forge judge` command -------------------------------------------------------------
-def _run_command(args: argparse.Namespace, ctx: Any) -> Any:
-    return judge(
-        read_input(args, ctx),
-        model=args.model,
-        aspects=split_list(args.aspects),
-        categories=split_list(args.categories) or CATEGORIES,
-        field=args.field,
-        response_field=None if args.no_response else args.response_field,
-        **call_options(args, ctx),
-    )
-
-
-def add_command(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "judge",
-        aliases=["tag"],
-        help="LLM-as-judge tags: difficulty, quality, category, language",
-        description="Tag records with an LLM judge: difficulty (very easy..very hard), quality "
-        "(very poor..excellent) with an explanation, task category (from a list) and "
-        "language, as new columns. Unparsable judgments are left empty and counted.",
-    )
-    add_input_option(p)
-    add_model_option(p)
-    p.add_argument(
-        "--aspects",
-        default=",".join(ASPECTS),
-        help=f"comma-separated tags to ask for (default {','.join(ASPECTS)})",
-    )
-    p.add_argument(
-        "--categories",
-        default=None,
-        help="comma-separated allowed task categories (default: " + ", ".join(CATEGORIES) + ")",
-    )
-    p.add_argument("--field", default="input", help="the request field (input)")
-    p.add_argument("--response-field", default="output", help="the response field (output)")
-    p.add_argument(
-        "--no-response", action="store_true", help="judge the request only, not a response"
-    )
-    p.add_argument("-n", type=int, default=None, help="at most this many records")
-    add_sampling_options(p, temperature=0.0, max_tokens=256)
-    add_run_options(p)
-    p.set_defaults(handler=_run_command)
+    def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"unparsable": dict(self.counts)}

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,30 @@ def render_messages(
 def chat_messages(system: str | None, user: str) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": system}] if system else []
     return [*messages, {"role": "user", "content": user}]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One input record and its rendered messages."""
+
+    item: dict[str, Any]
+    position: int
+    system: str | None
+    user: str
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        return chat_messages(self.system, self.user)
+
+
+def render_prompts(
+    user: str, system: str | None, records: Sequence[dict[str, Any]]
+) -> list[Prompt]:
+    """Every record's prompt from the user and system template texts, rendered before any
+    request: a missing variable stops the call here, naming the variable and the item."""
+    user_t = PromptTemplate(user, what="user template")
+    system_t = make_template(system, what="system template", kind="system")
+    return [Prompt(r, i, *render_messages(user_t, system_t, r, i)) for i, r in enumerate(records)]
 
 
 # --- parsing responses ------------------------------------------------------------------

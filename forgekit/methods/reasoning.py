@@ -1,49 +1,32 @@
 """Reasoning records: a `thinking` field (the reasoning) and an `output` (the final answer).
 
-A thinking model writes `<think>...</think>` before its answer; the tags are parsed, also
-when the opening tag was part of the prompt template (only `</think>` in the text) or the
-answer was cut off inside the thinking (no `</think>`). Any other model is asked to reason
-step by step and end with a line `Final answer: ...`, which is parsed (also `#### 42`,
-`\\boxed{42}` and `答案：`). Optionally the answer is checked: against a reference field
-(normalized text, numbers within a tolerance) or by majority over k samples; the result is
-recorded, never used to rewrite the answer.
+`<think>...</think>` is parsed, also when the chat template opened the tag (only `</think>`
+in the text) or the answer was cut off while thinking; otherwise the answer is the last
+`Final answer: ...` line (also `#### 42`, `\\boxed{42}`, `答案：`). A check (reference or
+majority) is recorded, never used to rewrite the answer.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
-from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forgekit.cli.legacy import (
-    add_input_option,
-    add_model_option,
-    add_run_options,
-    read_input,
-)
-from forgekit.data.io import read_records
 from forgekit.data.records import fingerprint, make_lineage, make_record
 from forgekit.data.text import split_thinking
 from forgekit.engine import RunContext
 from forgekit.errors import ConfigError
-from forgekit.methods._common import split_run_options
-from forgekit.methods._text import (
-    add_sampling_options,
-    call_options,
-    frame,
-    map_records,
-    require_field,
-    sampling,
-    with_seed,
-)
+from forgekit.methods._text import require_field, with_seed
 from forgekit.methods.parsing import majority
+from forgekit.methods.prompting import chat_messages
+from forgekit.methods.spec import Method, option, sampling, template
 from forgekit.models import SamplingParams
 
 MODES = ("cot", "think")
 CHECKS = ("reference", "majority")
+KEEP = ("all", "correct")
 
 COT_SYSTEM = (
     "Solve the problem. Think step by step and show your reasoning. Then, on the last line, "
@@ -76,33 +59,16 @@ def extract_final_answer(text: str) -> tuple[str | None, str]:
 
 
 def parse_reasoning(text: str) -> dict[str, Any]:
-    """thinking, answer (None if not found) and how each was found."""
+    """thinking, answer (None if not found), the think tags found and where the answer came
+    from: a final-answer line, the text after </think> ('after_think'), or None."""
     thinking, rest, tags = split_thinking(text)
-    if tags == "unclosed":
-        return {"thinking": thinking, "answer": None, "think_tags": tags, "answer_from": None}
-    if thinking is not None:
-        answer, _ = extract_final_answer(rest)
-        if answer is None and rest:
-            answer = rest  # a thinking model's answer is what follows </think>
-            return {
-                "thinking": thinking,
-                "answer": answer,
-                "think_tags": tags,
-                "answer_from": "after_think",
-            }
-        return {
-            "thinking": thinking,
-            "answer": answer,
-            "think_tags": tags,
-            "answer_from": "final_answer_line" if answer is not None else None,
-        }
-    answer, reasoning = extract_final_answer(rest)
-    return {
-        "thinking": reasoning or None,
-        "answer": answer,
-        "think_tags": tags,
-        "answer_from": "final_answer_line" if answer is not None else None,
-    }
+    answer, before = (None, rest) if tags == "unclosed" else extract_final_answer(rest)
+    found = "final_answer_line" if answer is not None else None
+    if thinking is None:
+        thinking = before or None
+    elif answer is None and rest and tags != "unclosed":
+        answer, found = rest, "after_think"  # a thinking model's answer follows </think>
+    return {"thinking": thinking, "answer": answer, "think_tags": tags, "answer_from": found}
 
 
 # --- checking answers ----------------------------------------------------------------------
@@ -111,10 +77,8 @@ _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)
 
 def normalize_answer(text: str) -> str:
     """Lowercase, no \\boxed{}, $, trailing period, surrounding quotes or 'the answer is'."""
-    text = text.strip()
     boxed = _BOXED.search(text)
-    if boxed:
-        text = boxed.group("answer")
+    text = boxed.group("answer") if boxed else text.strip()
     text = re.sub(r"^(?:the )?(?:final )?answer(?: is)?[:：]?\s*", "", text, flags=re.IGNORECASE)
     text = text.replace("$", "").replace("\\%", "%").strip().strip("\"'“”").strip()
     text = text.rstrip("。.").strip()
@@ -124,12 +88,7 @@ def normalize_answer(text: str) -> str:
 def as_number(text: str) -> float | None:
     """The number an answer states, if it is one number (commas, %, units aside)."""
     found = _NUMBER.findall(normalize_answer(text))
-    if len(found) != 1:
-        return None
-    try:
-        return float(found[0].replace(",", ""))
-    except ValueError:
-        return None
+    return float(found[0].replace(",", "")) if len(found) == 1 else None
 
 
 def answers_match(a: str, b: str, *, rel_tol: float = 1e-6, abs_tol: float = 1e-9) -> bool:
@@ -145,123 +104,69 @@ def answer_key(answer: str) -> str:
     return repr(round(number, 9)) if number is not None else normalize_answer(answer)
 
 
-def reasoning(
-    data: Any,
-    *,
-    model: Any = None,
-    field: str = "input",
-    mode: str = "cot",
-    system: str | None = None,
-    check: str | None = None,
-    reference: str = "target",
-    samples: int = 3,
-    rel_tol: float = 1e-6,
-    keep: str = "all",
-    params: SamplingParams | dict[str, Any] | None = None,
-    n: int | None = None,
-    seed: int = 0,
-    out: str | Path | None = None,
-    **run_options: Any,
-):
-    """Reasoning records (`thinking` + `output`) for the problems in `data`; a DataFrame.
+@dataclass(frozen=True, kw_only=True)
+class ReasoningOptions:
+    field: str = option("input", help="the field holding the problem")
+    mode: str = option(
+        "cot",
+        choices=MODES,
+        help="cot: ask for steps and a final answer; think: a thinking model, prompted as is",
+    )
+    system: str | Path | None = template(None, help="system prompt (default: the cot one)")
+    check: str | None = option(None, choices=CHECKS, help="check answers (default: no)")
+    reference: str = option("target", help="reference answer field")
+    samples: int = option(3, help="samples for check=majority (a strict majority is correct)")
+    rel_tol: float = option(1e-6, help="numeric tolerance")
+    keep: str = option("all", choices=KEEP, help="all records, or those whose check passed")
+    n: int | None = option(None, flag="-n", identity=False, help="at most this many records")
+    params: SamplingParams = sampling(temperature=0.7, max_tokens=512, help="each answer")
+    seed: int = option(0, help="base seed")
 
-    - `data`: records (JSONL/CSV/... path, DataFrame, list); the problem is `field`.
-    - `mode`: 'cot' asks for step-by-step reasoning and a `Final answer:` line; 'think' sends
-      the problem as is to a thinking model and parses `<think>...</think>`. Think tags are
-      parsed in either mode.
-    - `check`: None, 'reference' (compare with the `reference` field: normalized text, or
-      numbers within `rel_tol`) or 'majority' (`samples` answers, the most common wins;
-      the record keeps the first sample that gave it; `correct` is True when more than
-      half of the samples agree). The result is in `correct` and `metadata['check']`.
-    - `keep`: 'all' or 'correct' (drop records whose check failed or found no answer).
-    - `params`: sampling (default T=0.7, 512 tokens; majority needs T > 0).
-    """
-    config, rest = split_run_options(run_options)
-    if rest:
-        raise TypeError(f"reasoning() got unexpected option(s): {', '.join(sorted(rest))}")
-    if mode not in MODES:
-        raise ConfigError(f"mode={mode!r}: choose one of {', '.join(MODES)}")
-    if check not in (None, *CHECKS):
-        raise ConfigError(f"check={check!r}: choose None, 'reference' or 'majority'")
-    if keep not in ("all", "correct"):
-        raise ConfigError(f"keep={keep!r}: use 'all' or 'correct'")
-    if keep == "correct" and check is None:
-        raise ConfigError("keep='correct' needs check='reference' or check='majority'")
-    if check == "majority" and samples < 2:
-        raise ConfigError(f"check='majority' needs samples >= 2, got {samples}")
-    records = read_records(data)
-    require_field(records, field, "field=")
-    if check == "reference":
-        require_field(records, reference, "reference=")
-    from forgekit.models import get_model
 
-    main_model = get_model(model)
-    sample = sampling({"temperature": 0.7, "max_tokens": 512}, params)
-    if check == "majority" and not sample.temperature:
-        raise ConfigError("check='majority' needs a temperature > 0: the samples would agree")
-    system_text = system if system is not None else (COT_SYSTEM if mode == "cot" else None)
-    k = samples if check == "majority" else 1
-    job = {
-        "method": "reasoning",
-        "model": main_model.identity,
-        "field": field,
-        "mode": mode,
-        "system": system_text,
-        "check": check,
-        "reference": reference if check == "reference" else None,
-        "samples": k,
-        "rel_tol": rel_tol,
-        "keep": keep,
-        "params": sample.to_dict(),
-        "seed": seed,
-    }
-    counts: Counter[str] = Counter()
+class Reasoning(Method):
+    """Reasoning records: parse <think>...</think> from thinking models, or ask for
+    step-by-step reasoning and a 'Final answer:' line; optionally check the answer against a
+    reference field or by majority over samples. The result is in `correct` (None: no
+    answer found) and metadata['check']."""
 
-    async def produce(ctx: RunContext, index: int, record: dict[str, Any]) -> dict | None:
-        problem = str(record[field])
-        messages = ([{"role": "system", "content": system_text}] if system_text else []) + [
-            {"role": "user", "content": problem}
-        ]
+    name = "reasoning"
+    help = "thinking + answer records, with optional answer checks"
+    Options = ReasoningOptions
+
+    def prepare(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        o = self.options
+        if o.keep == "correct" and o.check is None:
+            raise ConfigError("keep='correct' needs check='reference' or check='majority'")
+        if o.check == "majority" and o.samples < 2:
+            raise ConfigError(f"check='majority' needs samples >= 2, got {o.samples}")
+        if o.check == "majority" and not o.params.temperature:
+            raise ConfigError("check='majority' needs a temperature > 0: the samples would agree")
+        require_field(records, o.field, "field=")
+        if o.check == "reference":
+            require_field(records, o.reference, "reference=")
+        self.system = COT_SYSTEM if o.system is None and o.mode == "cot" else o.system
+        self.template_hash = fingerprint({"system": self.system, "mode": o.mode}, 12)
+        return records
+
+    @property
+    def limit(self) -> int | None:
+        return self.options.n
+
+    async def produce(self, ctx: RunContext, record: dict[str, Any]) -> dict[str, Any] | None:
+        o = self.options
+        problem, index = str(record[o.field]), ctx.task.info["index"]
         parsed = []
-        for s in range(k):
-            answer = await ctx.chat(messages, params=with_seed(sample, seed, index, s))
-            result = parse_reasoning(answer.text)
-            result["raw"] = answer.text
-            result["truncated"] = answer.finish_reason == "length"
-            parsed.append(result)
-        chosen = parsed[0]
-        check_info: dict[str, Any] | None = None
-        correct: bool | None = None
-        if check == "reference":
-            ref = str(record[reference])
-            if chosen["answer"] is not None:
-                correct = answers_match(chosen["answer"], ref, rel_tol=rel_tol)
-            check_info = {"method": "reference", "reference": ref, "correct": correct}
-        elif check == "majority":
-            keys = [answer_key(p["answer"]) if p["answer"] is not None else None for p in parsed]
-            votes = [{"voter": f"sample {i}", "label": key} for i, key in enumerate(keys)]
-            # A tie goes to the answer given first; `correct` needs a strict majority of all
-            # samples, so a tied winner is never called correct.
-            top, tally = majority(votes, "first")
-            if top is not None:
-                chosen = parsed[keys.index(top)]
-                correct = tally["counts"][top] * 2 > k
-            check_info = {
-                "method": "majority",
-                "samples": k,
-                "votes": tally["counts"],
-                "majority": top,
-                "agreement": tally["agreement"],
-                "tie": tally["tie"],
-                "tie_policy": "first",
-                "answers": [p["answer"] for p in parsed],
-            }
-        if chosen["answer"] is None:
-            counts["no_answer"] += 1
-        if chosen["think_tags"] == "unclosed":
-            counts["unclosed_think"] += 1
-        if keep == "correct" and correct is not True:
-            counts["dropped_by_check"] += 1
+        for s in range(o.samples if o.check == "majority" else 1):
+            params = with_seed(o.params, o.seed, index, s)
+            answer = await ctx.chat(chat_messages(self.system, problem), params=params)
+            parsed.append(parse_reasoning(answer.text))
+            parsed[-1].update(raw=answer.text, truncated=answer.finish_reason == "length")
+        chosen, correct, check = self.check(record, parsed)
+        self.counts.update(
+            no_answer=chosen["answer"] is None, unclosed_think=chosen["think_tags"] == "unclosed"
+        )
+        if o.keep == "correct" and correct is not True:
+            self.counts["dropped_by_check"] += 1
             return None
         return make_record(
             id=ctx.task.id,
@@ -274,75 +179,42 @@ def reasoning(
                 **(record.get("metadata") or {}),
                 "think_tags": chosen["think_tags"],
                 "answer_found": chosen["answer"] is not None,
-                "answer_from": chosen["answer_from"],
-                "truncated": chosen["truncated"],
-                "raw": chosen["raw"],
-                **({"check": check_info} if check_info else {}),
+                **{key: chosen[key] for key in ("answer_from", "truncated", "raw")},
+                **({"check": check} if check else {}),
             },
             lineage=make_lineage(
-                "reasoning",
-                main_model.name,
-                template_hash=fingerprint({"system": system_text, "mode": mode}, 12),
-                params=sample.to_dict(),
-                seed=seed,
+                self.name,
+                ctx.model.name,
+                template_hash=self.template_hash,
+                params=o.params.to_dict(),
+                seed=o.seed,
                 index=index,
                 parent_id=record.get("id"),
             ),
-            carry={**record, "correct": correct} if check else record,
+            carry={**record, "correct": correct} if o.check else record,
         )
 
-    result = map_records(
-        "reasoning", records, produce, job=job, model=model, out=out, config=config, limit=n
-    )
-    return frame(result, counts=dict(counts))
+    def check(self, record: dict[str, Any], parsed: list[dict[str, Any]]) -> tuple[Any, ...]:
+        """The sample kept, whether its answer is correct (None: unknown) and the details."""
+        o = self.options
+        if o.check == "reference":
+            answer, ref = parsed[0]["answer"], str(record[o.reference])
+            correct = None if answer is None else answers_match(answer, ref, rel_tol=o.rel_tol)
+            return parsed[0], correct, {"method": "reference", "reference": ref, "correct": correct}
+        if o.check != "majority":
+            return parsed[0], None, None
+        keys = [answer_key(p["answer"]) if p["answer"] is not None else None for p in parsed]
+        # A tie goes to the answer given first; `correct` needs a strict majority of all
+        # samples, so a tied winner is never called correct.
+        top, tally = majority([{"voter": i, "label": key} for i, key in enumerate(keys)], "first")
+        if top is None:
+            chosen, correct = parsed[0], None
+        else:
+            chosen, correct = parsed[keys.index(top)], tally["counts"][top] * 2 > len(parsed)
+        info = {"method": "majority", "samples": len(parsed), "votes": tally["counts"]}
+        info.update(majority=top, agreement=tally["agreement"], tie=tally["tie"])
+        info.update(tie_policy="first", answers=[p["answer"] for p in parsed])
+        return chosen, correct, info
 
-
-# --- the `forge reasoning` command ---------------------------------------------------------
-def _run_command(args: argparse.Namespace, ctx: Any) -> Any:
-    return reasoning(
-        read_input(args, ctx),
-        model=args.model,
-        field=args.field,
-        mode=args.mode,
-        system=args.system,
-        check=args.check,
-        reference=args.reference,
-        samples=args.samples,
-        rel_tol=args.rel_tol,
-        keep=args.keep,
-        **call_options(args, ctx),
-    )
-
-
-def add_command(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "reasoning",
-        help="thinking + answer records, with optional answer checks",
-        description="Reasoning records: parse <think>...</think> from thinking models, or ask "
-        "for step-by-step reasoning and a 'Final answer:' line; optionally check the answer "
-        "against a reference field or by majority over samples.",
-    )
-    add_input_option(p)
-    add_model_option(p)
-    p.add_argument("--field", default="input", help="the field holding the problem (input)")
-    p.add_argument(
-        "--mode",
-        choices=MODES,
-        default="cot",
-        help="cot: ask for steps and a final answer (default); think: a thinking model",
-    )
-    p.add_argument("--system", default=None, help="system prompt (default: the cot instruction)")
-    p.add_argument("--check", choices=CHECKS, default=None, help="check answers (default: no)")
-    p.add_argument("--reference", default="target", help="reference answer field (target)")
-    p.add_argument("--samples", type=int, default=3, help="samples for --check majority (3)")
-    p.add_argument("--rel-tol", type=float, default=1e-6, help="numeric tolerance (1e-6)")
-    p.add_argument(
-        "--keep",
-        choices=["all", "correct"],
-        default="all",
-        help="keep all records (default) or only those whose check passed",
-    )
-    p.add_argument("-n", type=int, default=None, help="at most this many records")
-    add_sampling_options(p, temperature=0.7, max_tokens=512)
-    add_run_options(p)
-    p.set_defaults(handler=_run_command)
+    def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"counts": {k: v for k, v in self.counts.items() if v}}

@@ -47,7 +47,8 @@ def call(cls: type[Method], data: Any, kwargs: dict[str, Any]):
     options = resolve(cls, kwargs)
     job = {"method": cls.name, "model": model_key(model), **identity(cls, options)}
     models = Models(model, options)
-    method = cls(models.resolved_options, model=models.main)
+    method = cls(models.resolved_options)
+    method.model = models.main
     items = method.prepare(read_input(cls, data))
     run = Run(method, models, out, config, job)
     result = run_sync(lambda: run.execute(items))
@@ -82,6 +83,8 @@ def resolve(cls: type[Method], given: dict[str, Any]) -> Any:
             value = field.default
         else:
             value = given[name]
+        if isinstance(value, str) and isinstance(field.default, tuple):
+            value = (value,)  # one value for a list option: style="blogpost"
         if info.kind == "template" and value is not None:
             value = load_template(value, what=f"{name} template")
         elif info.kind == "sampling":
@@ -146,16 +149,23 @@ def _as_list(value: Any) -> list[Any]:
 
 
 class Models:
-    """The run's models, resolved once: the main one and every model-kind option."""
+    """The run's models, resolved once: the main one and every model-kind option (a tuple
+    of them too). A `models` option lists models of equal rank (vote's voters): without
+    `model=`, its first is the main one."""
 
     def __init__(self, model: str | Model | None, options: Any) -> None:
         self._by_name: dict[str | None, Model] = {}
-        self.main = self._resolve(model)
-        changes = {
-            field.name: self._resolve(getattr(options, field.name))
-            for field, info in options_of(type(options))
-            if info.kind == "model" and getattr(options, field.name) is not None
-        }
+        listed = getattr(options, "models", None)
+        if model is not None and listed:
+            raise ConfigError("give either model= or models=, not both")
+        self.main = self._resolve(listed[0] if listed and model is None else model)
+        changes: dict[str, Any] = {}
+        for field, info in options_of(type(options)):
+            value = getattr(options, field.name)
+            if info.kind == "model" and isinstance(value, tuple):
+                changes[field.name] = tuple(map(self._resolve, value))
+            elif info.kind == "model" and value is not None:
+                changes[field.name] = self._resolve(value)
         self.resolved_options = replace(options, **changes) if changes else options
 
     def _resolve(self, model: str | Model | None) -> Model:
@@ -174,7 +184,7 @@ class Models:
                 pass
 
 
-def read_input(cls: type[Method], data: Any) -> list[dict[str, Any]]:
+def read_input(cls: type[Method], data: Any) -> list[Any]:
     from forgekit.data.io import read_records
 
     if cls.inputs == "none":
@@ -184,9 +194,13 @@ def read_input(cls: type[Method], data: Any) -> list[dict[str, Any]]:
     if data is None:
         if cls.inputs == "optional":
             return [{}]
+        what = "a DataFrame, a list of dicts or a JSONL path"
         raise ConfigError(
-            f"{cls.name}: no input data: pass a DataFrame, a list of dicts or a JSONL path"
+            f"{cls.name}: no input data: pass "
+            + ("files or folders" if cls.inputs == "paths" else what)
         )
+    if cls.inputs == "paths":  # the method reads them itself
+        return list(data) if isinstance(data, (list, tuple)) else [data]
     records = read_records(data)
     if not records:
         raise ConfigError(f"{cls.name}: the input holds no records")

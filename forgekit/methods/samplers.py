@@ -1,15 +1,19 @@
 """Several sources of answers for one item — models x temperatures x seeds — as a list of
-`Sampler`s (vote's voters, dpo's responders), and how a model is named in records and in a
-run's resume identity."""
+`Sampler`s (vote's voters, cascade's stages, dpo's responders), and how a model is named in
+records and in a run's resume identity."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forgekit.errors import ConfigError
 from forgekit.models import Model, SamplingParams
+
+if TYPE_CHECKING:
+    from forgekit.engine import RunContext
+    from forgekit.models.base import Message
 
 
 @dataclass(frozen=True)
@@ -20,13 +24,16 @@ class Sampler:
     model: str | Model | None
     params: SamplingParams
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "model": model_label(self.model),
+    async def ask(self, ctx: RunContext, messages: list[Message]) -> tuple[str, dict[str, Any]]:
+        """One answer (stripped), and where it came from: model, temperature and seed, as
+        records keep them for each vote, stage or response."""
+        answer = await ctx.chat(messages, model=self.model, params=self.params)
+        source = {
+            "model": model_label(self.model) or ctx.model.name,
             "temperature": self.params.temperature,
             "seed": self.params.seed,
         }
+        return answer.text.strip(), source
 
 
 def model_label(model: str | Model | None) -> str | None:
@@ -38,18 +45,9 @@ def model_key(model: str | Model | None) -> str | None:
     return model if model is None or isinstance(model, str) else model.identity
 
 
-def check_model_name(model: str | Model | None) -> None:
-    """Fail before any request on a model name no profile defines."""
-    if isinstance(model, str):
-        from forgekit.config import get_profile
-
-        get_profile(model)
-
-
 def build_samplers(
+    models: Sequence[str | Model],
     *,
-    model: str | Model | None,
-    models: Sequence[str | Model] | None,
     temperatures: Sequence[float] | None,
     seeds: Sequence[int] | None,
     n: int | None,
@@ -61,16 +59,12 @@ def build_samplers(
     Repeats of one combination get distinct seeds, so one model at one temperature still
     gives `n` different samples (and `n` different cache keys).
     """
-    if models and model is not None:
-        raise ConfigError("give either model= or models=, not both")
-    chosen_models = list(models) if models else [model]
+    chosen_models = list(models)
     temps: list[float | None] = list(temperatures) if temperatures else [base.temperature]
     combos = [(m, t, s) for m in chosen_models for t in temps for s in (seeds or [None])]
     count = len(combos) if n is None else n
     if count < 1:
         raise ConfigError(f"the number of samples must be >= 1, got {count}")
-    for m in chosen_models:
-        check_model_name(m)
     samplers: list[Sampler] = []
     used: set[str] = set()
     for j in range(count):

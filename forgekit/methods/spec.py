@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from forgekit.engine import RunContext
     from forgekit.methods.runner import Stages
+    from forgekit.models import Model
 
 # The kinds of option the runner treats specially (see OptionInfo.kind).
 KINDS = ("value", "template", "model", "sampling")
@@ -125,8 +126,8 @@ class Method:
     """A synthesis method: subclass it, set `name`, `help`, `Options`, write `produce`.
 
     One instance serves one call: `self.options` holds the resolved options (templates as
-    text, models as Model objects, sampling as SamplingParams) and `self.counts` counters
-    that end up in `df.attrs['forgekit']['counts']`.
+    text, models as Model objects, sampling as SamplingParams), `self.model` the run's main
+    model and `self.counts` counters that end up in `df.attrs['forgekit']['counts']`.
 
     Hooks, in the order the runner calls them:
     - `prepare(records)`: check and turn the input records into work items before any
@@ -140,8 +141,11 @@ class Method:
     name: ClassVar[str]
     help: ClassVar[str]
     Options: ClassVar[type] = NoOptions
-    inputs: ClassVar[str] = "required"  # "required" | "optional" (None: one empty item) | "none"
+    # "required" | "optional" (None: one empty item) | "none" | "paths" (files and folders,
+    # handed to `prepare` as given: the method reads them)
+    inputs: ClassVar[str] = "required"
     command: ClassVar[str | None] = None  # the CLI name when it differs from `name`
+    model: Model  # the run's main model, resolved; the runner sets it before `prepare`
     aliases: ClassVar[tuple[str, ...]] = ()  # more CLI names (judge is also `forge tag`)
     # For a method without input: the option its one positional argument sets (magpie's n).
     positional: ClassVar[str | None] = None
@@ -153,9 +157,8 @@ class Method:
 
             register(cls)
 
-    def __init__(self, options: Any, model: Any = None) -> None:
+    def __init__(self, options: Any) -> None:
         self.options = options
-        self.model = model  # the run's main model, resolved: for checks in `prepare`
         self.counts: Counter[str] = Counter()
         self.input_errors: list[tuple[dict[str, Any], BaseException]] = []
 

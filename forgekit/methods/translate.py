@@ -2,42 +2,27 @@
 difficulty or style.
 
 Both keep a record's structure exactly: every text leaf of the chosen fields (input, output,
-target, system, each turn of `history`, each message of `chosen`/`rejected`, whether
-strings, [user, assistant] pairs or {role, content} dicts) is sent in its own request and put
-back at the same place; lists keep their length and dicts their other keys. A field that
-fails (an empty answer, or a request that fails after retries) fails the whole record with
-an error naming the field path — the record goes to the errors file and is retried by a
-re-run, never written half-translated. The originals stay in `metadata['original']`.
+target, system, each turn of `history`, each message of `chosen`/`rejected`: strings,
+[user, assistant] pairs or {role, content} dicts) is sent in its own request and put back in
+place. A field that fails (no text, cut off at max_tokens, a refusal, a request that failed
+after retries) fails the whole record with an error naming the field path: the record goes
+to the errors file, never half-translated, and a re-run retries it. The originals stay in
+`metadata['original']`.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import re
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from forgekit.cli.legacy import (
-    add_input_option,
-    add_model_option,
-    add_run_options,
-    read_input,
-)
-from forgekit.data.io import read_records
 from forgekit.data.records import fingerprint, make_lineage, make_record
 from forgekit.engine import RunContext
 from forgekit.errors import ClientRequestError, ConfigError, ForgeError, RetryableModelError
-from forgekit.methods._common import split_run_options
-from forgekit.methods._text import (
-    add_sampling_options,
-    call_options,
-    frame,
-    map_records,
-    sampling,
-    split_list,
-    strip_quotes,
-)
+from forgekit.methods._text import strip_quotes
+from forgekit.methods.prompting import chat_messages
+from forgekit.methods.spec import Method, option, sampling
 from forgekit.models import SamplingParams
 
 TRANSLATE_FIELDS = ("system", "input", "output", "target", "history", "chosen", "rejected")
@@ -65,9 +50,14 @@ _PREAMBLE = re.compile(
     r"(?:translation|translated text|rewritten(?: text| version)?|rewrite|译文|翻译|改写)[:：])\s*",
     re.IGNORECASE,
 )
-
-
-_FATAL = (401, 403, 404)
+# The model declined the task (English phrasings; kept when the text itself reads like one).
+_REFUSAL = re.compile(
+    r"^\W*(?:as an ai\b|(?:(?:i'?m |i am )?sorry|i apologi[sz]e|unfortunately)?[,.!\s]*"
+    r"(?:but\s+)?i (?:can ?not|can't|won't|am unable to|'m unable to) (?:translate|rewrite|"
+    r"comply|(?:help|assist) with (?:that|this|it|your)\b|(?:fulfil+|do|provide) (?:that|this)\b))",
+    re.IGNORECASE,
+)
+_FATAL = (401, 403, 404)  # a bad key or endpoint: the engine stops the whole run
 
 
 class FieldError(ForgeError):
@@ -97,296 +87,164 @@ def put(value: Any, path: tuple, text: str) -> Any:
     return tuple(clone) if isinstance(value, tuple) else clone
 
 
-def clean_answer(text: str) -> str:
-    return strip_quotes(_PREAMBLE.sub("", text.strip()))
+def comma_list(text: str) -> tuple[str, ...]:
+    """`--fields input,output` -> ("input", "output")."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def _path_name(field: str, path: tuple) -> str:
-    return field + "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in path)
+def fields_option(default: tuple[str, ...], help: str) -> Any:
+    return option(
+        default, choices=TRANSLATE_FIELDS, from_text=comma_list, metavar="F1,F2", help=help
+    )
 
 
-async def _convert(
-    ctx: RunContext, system_prompt: str, text: str, params: SamplingParams, seed: int, name: str
-) -> str:
-    """One text leaf through the model. A rejected answer (empty, cut off) is asked once
-    more bypassing the cache — the cache would otherwise hand the same bad answer to every
-    re-run — then fails the record with FieldError naming the leaf."""
-    messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": text}]
-    problem = ""
-    for use_cache in (True, False):
-        try:
-            answer = await ctx.chat(
-                messages, params=SamplingParams.coerce(params, seed=seed), cache=use_cache
-            )
-        except (RetryableModelError, ClientRequestError) as exc:
-            if exc.status in _FATAL:
-                raise  # a bad key or endpoint: the engine stops the whole run
-            raise FieldError(f"{name}: {exc}") from exc
-        result = clean_answer(answer.text)
-        if not result:
-            problem = "the model returned no text"
-        elif answer.finish_reason == "length":
-            problem = "the answer was cut off at max_tokens"
-        else:
-            return result
-    raise FieldError(f"{name}: {problem}")
+@dataclass(frozen=True, kw_only=True)
+class TranslateOptions:
+    language: str = option(short="-l", help="target language, e.g. Chinese")
+    fields: tuple[str, ...] | None = fields_option(
+        TRANSLATE_FIELDS, "comma-separated fields to translate (default: all a record has)"
+    )
+    params: SamplingParams = sampling(temperature=0.0, max_tokens=1024, help="each field")
+    n: int | None = option(None, flag="-n", identity=False, help="at most this many records")
+    seed: int = option(0, help="base seed")
 
 
-def _transform(
-    method: str,
-    data: Any,
-    *,
-    system_prompt: str,
-    fields: list[str],
-    model: Any,
-    params: SamplingParams,
-    respond: bool,
-    extra_job: dict[str, Any],
-    extra_meta: dict[str, Any],
-    n: int | None,
-    seed: int,
-    out: str | Path | None,
-    config: Any,
-):
-    """What translate and rewrite share: per-leaf requests, structure kept, all or nothing."""
-    records = read_records(data)
-    from forgekit.models import get_model
+@dataclass(frozen=True, kw_only=True)
+class RewriteOptions:
+    difficulty: str | None = option(None, choices=tuple(DIFFICULTY_GOALS), help="target difficulty")
+    style: str | None = option(None, help="target style, e.g. 'formal, concise'")
+    fields: tuple[str, ...] | None = fields_option(
+        ("input",), "comma-separated fields to rewrite (default: input)"
+    )
+    respond: bool = option(
+        True, help="answer the rewritten input anew (the old output goes to metadata.original)"
+    )
+    params: SamplingParams = sampling(temperature=0.7, max_tokens=1024, help="each field")
+    n: int | None = option(None, flag="-n", identity=False, help="at most this many records")
+    seed: int = option(0, help="base seed")
 
-    main_model = get_model(model)
-    job = {
-        "method": method,
-        "model": main_model.identity,
-        "fields": fields,
-        "system": system_prompt,
-        "respond": respond,
-        "params": params.to_dict(),
-        "seed": seed,
-        **extra_job,
-    }
-    template_hash = fingerprint(system_prompt, 12)
 
-    async def produce(ctx: RunContext, index: int, record: dict[str, Any]) -> dict:
-        new = dict(record)
-        done = []
-        for field in fields:
-            if field not in record or record[field] is None:
-                continue
-            value = record[field]
-            for path, text in text_leaves(value):
-                name = _path_name(field, path)
-                result = await _convert(ctx, system_prompt, text, params, seed, name)
-                value = put(value, path, result)
+class _Transform(Method):
+    """What translate and rewrite share: per-leaf requests, structure kept, all or nothing.
+    A subclass gives `instructions()` (the system prompt; its checks) and `detail_options`,
+    the options each record's metadata repeats under the method's name."""
+
+    default_fields: tuple[str, ...] = ()
+    detail_options: tuple[str, ...] = ()
+
+    def instructions(self) -> str:
+        raise NotImplementedError  # the system prompt, once the options are checked
+
+    def prepare(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.system_prompt = self.instructions()
+        self.template_hash = fingerprint(self.system_prompt, 12)
+        self.fields = list(self.options.fields or self.default_fields)
+        self.respond = getattr(self.options, "respond", False)
+        self.params = SamplingParams.coerce(self.options.params, seed=self.options.seed)
+        self.details = {name: getattr(self.options, name) for name in self.detail_options}
+        return records
+
+    @property
+    def limit(self) -> int | None:
+        return self.options.n
+
+    async def convert(self, ctx: RunContext, text: str, name: str) -> str:
+        """One text leaf through the model. A bad answer (empty, cut off, a refusal) is asked
+        again, refreshing the cache (else every re-run would get it back), then fails the record."""
+        messages = chat_messages(self.system_prompt, text)
+        for cache in (True, "refresh"):
+            try:
+                answer = await ctx.chat(messages, params=self.params, cache=cache)
+            except (RetryableModelError, ClientRequestError) as exc:
+                if exc.status in _FATAL:
+                    raise
+                self.counts["request_failed"] += 1
+                raise FieldError(f"{name}: {exc}") from exc
+            result = strip_quotes(_PREAMBLE.sub("", answer.text.strip()))
+            if not result:
+                reason, problem = "no_text", "the model returned no text"
+            elif answer.finish_reason == "length":
+                reason, problem = "cut_off", "the answer was cut off at max_tokens"
+            elif _REFUSAL.search(result) and not _REFUSAL.search(text):
+                reason, problem = "refusal", f"the model refused: {result[:80]!r}"
+            else:
+                return result
+        self.counts[reason] += 1
+        raise FieldError(f"{name}: {problem}")
+
+    async def produce(self, ctx: RunContext, record: dict[str, Any]) -> dict[str, Any]:
+        new, done = dict(record), []
+        for field in [f for f in self.fields if record.get(f) is not None]:
+            for path, text in text_leaves(record[field]):
+                name = field + "".join(f"[{p!r}]" for p in path)  # e.g. history[1][0]
+                new[field] = put(new[field], path, await self.convert(ctx, text, name))
                 done.append(name)
-            new[field] = value
-        if respond:
-            reply = await ctx.chat(
-                [{"role": "user", "content": str(new.get("input") or "")}],
-                params=SamplingParams.coerce(params, seed=seed),
-            )
+        if self.respond:
+            question = chat_messages(None, str(new.get("input") or ""))
+            reply = await ctx.chat(question, params=self.params)
             if not reply.text.strip():
                 raise FieldError("output: the model returned no response to the new input")
             new["output"] = reply.text.strip()
             done.append("output (answered)")
-        original = {f: record[f] for f in fields + (["output"] if respond else []) if f in record}
+        changed = self.fields + (["output"] if self.respond else [])
         return make_record(
             id=ctx.task.id,
             input=str(new.get("input") or ""),
             output=str(new.get("output") or ""),
             history=new.get("history") or [],
-            target=new.get("target"),
-            system=new.get("system"),
-            thinking=new.get("thinking"),
-            chosen=new.get("chosen"),
-            rejected=new.get("rejected"),
+            **{f: new.get(f) for f in ("target", "system", "thinking", "chosen", "rejected")},
             metadata={
                 **(record.get("metadata") or {}),
-                method: {**extra_meta, "fields": done},
-                "original": original,
+                self.name: {**self.details, "fields": done},
+                "original": {f: record[f] for f in changed if f in record},
             },
             lineage=make_lineage(
-                method,
-                main_model.name,
-                template_hash=template_hash,
-                params=params.to_dict(),
-                seed=seed,
-                index=index,
+                self.name,
+                ctx.model.name,
+                template_hash=self.template_hash,
+                params=self.options.params.to_dict(),
+                seed=self.options.seed,
+                index=ctx.task.info.get("index"),
                 parent_id=record.get("id"),
             ),
             carry=record,
         )
 
-    result = map_records(
-        method, records, produce, job=job, model=model, out=out, config=config, limit=n
-    )
-    return frame(result)
+
+class Translate(_Transform):
+    """Translate each text of a record (input, output, target, system, history turns,
+    chosen/rejected) in its own request and put it back in place. A record with a field that
+    fails (no text, cut off at max_tokens, a refusal) is not written: the error names the
+    field (e.g. `history[1][0]`), the errors file keeps it and a re-run retries it."""
+
+    name = "translate"
+    help = "translate records into another language, keeping their structure"
+    Options = TranslateOptions
+    default_fields = TRANSLATE_FIELDS
+    detail_options = ("language",)
+
+    def instructions(self) -> str:
+        if not self.options.language.strip():
+            raise ConfigError("language is required, e.g. language='Chinese'")
+        return TRANSLATE_SYSTEM.format(language=self.options.language)
 
 
-def _check_fields(fields: list[str] | tuple[str, ...] | None, default: tuple[str, ...]) -> list:
-    chosen = list(fields or default)
-    unknown = [f for f in chosen if f not in TRANSLATE_FIELDS]
-    if unknown:
-        raise ConfigError(f"fields={unknown!r}: choose from {', '.join(TRANSLATE_FIELDS)}")
-    return chosen
+class Rewrite(_Transform):
+    """Rewrite each record's input (or --fields) to be easier, harder or expert-level and/or
+    in a style, then answer the new input (unless --no-respond)."""
 
+    name = "rewrite"
+    help = "rewrite records toward a target difficulty or style"
+    Options = RewriteOptions
+    default_fields = ("input",)
+    detail_options = ("difficulty", "style")
 
-def translate(
-    data: Any,
-    *,
-    language: str,
-    model: Any = None,
-    fields: list[str] | tuple[str, ...] | None = None,
-    params: SamplingParams | dict[str, Any] | None = None,
-    n: int | None = None,
-    seed: int = 0,
-    out: str | Path | None = None,
-    **run_options: Any,
-):
-    """Translate records into `language` (e.g. 'Chinese', 'French'), keeping their
-    structure; returns a DataFrame.
-
-    - `fields`: which fields to translate (default all of system, input, output, target,
-      history, chosen, rejected that a record has); other fields are carried untouched.
-    - `params`: sampling (default T=0, 1024 tokens).
-    A record with a field that cannot be translated is not written; the error names the
-    field (e.g. `history[1][0]`) and a re-run retries it.
-    """
-    config, rest = split_run_options(run_options)
-    if rest:
-        raise TypeError(f"translate() got unexpected option(s): {', '.join(sorted(rest))}")
-    if not language or not str(language).strip():
-        raise ConfigError("language is required, e.g. language='Chinese'")
-    return _transform(
-        "translate",
-        data,
-        system_prompt=TRANSLATE_SYSTEM.format(language=language),
-        fields=_check_fields(fields, TRANSLATE_FIELDS),
-        model=model,
-        params=sampling({"temperature": 0.0, "max_tokens": 1024}, params),
-        respond=False,
-        extra_job={"language": language},
-        extra_meta={"language": language},
-        n=n,
-        seed=seed,
-        out=out,
-        config=config,
-    )
-
-
-def rewrite(
-    data: Any,
-    *,
-    difficulty: str | None = None,
-    style: str | None = None,
-    model: Any = None,
-    fields: list[str] | tuple[str, ...] | None = None,
-    respond: bool = True,
-    params: SamplingParams | dict[str, Any] | None = None,
-    n: int | None = None,
-    seed: int = 0,
-    out: str | Path | None = None,
-    **run_options: Any,
-):
-    """Rewrite records toward a target `difficulty` ('easier', 'harder', 'expert') and/or a
-    `style` (free text, e.g. 'formal business English'); returns a DataFrame.
-
-    - `fields`: what to rewrite (default: input only).
-    - `respond`: answer the rewritten input anew into `output` (default True: the old
-      answer no longer fits); the old output is kept in `metadata['original']`.
-    - `params`: sampling (default T=0.7, 1024 tokens).
-    """
-    config, rest = split_run_options(run_options)
-    if rest:
-        raise TypeError(f"rewrite() got unexpected option(s): {', '.join(sorted(rest))}")
-    if difficulty is None and not style:
-        raise ConfigError("rewrite needs difficulty= (easier, harder, expert) and/or style=")
-    if difficulty is not None and difficulty not in DIFFICULTY_GOALS:
-        raise ConfigError(f"difficulty={difficulty!r}: choose one of {', '.join(DIFFICULTY_GOALS)}")
-    chosen = _check_fields(fields, ("input",))
-    if respond and "output" in chosen:
-        raise ConfigError("fields includes 'output' and respond=True: pick one")
-    goals = [DIFFICULTY_GOALS[difficulty]] if difficulty else []
-    if style:
-        goals.append(f"in this style: {style}")
-    return _transform(
-        "rewrite",
-        data,
-        system_prompt=REWRITE_SYSTEM.format(goal="; and ".join(goals)),
-        fields=chosen,
-        model=model,
-        params=sampling({"temperature": 0.7, "max_tokens": 1024}, params),
-        respond=respond,
-        extra_job={"difficulty": difficulty, "style": style},
-        extra_meta={"difficulty": difficulty, "style": style},
-        n=n,
-        seed=seed,
-        out=out,
-        config=config,
-    )
-
-
-# --- the `forge translate` / `forge rewrite` commands --------------------------------------
-def _translate_command(args: argparse.Namespace, ctx: Any) -> Any:
-    return translate(
-        read_input(args, ctx),
-        language=args.language,
-        model=args.model,
-        fields=split_list(args.fields),
-        **call_options(args, ctx),
-    )
-
-
-def _rewrite_command(args: argparse.Namespace, ctx: Any) -> Any:
-    return rewrite(
-        read_input(args, ctx),
-        difficulty=args.difficulty,
-        style=args.style,
-        model=args.model,
-        fields=split_list(args.fields),
-        respond=not args.no_respond,
-        **call_options(args, ctx),
-    )
-
-
-def add_command(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "translate",
-        help="translate records into another language, keeping their structure",
-        description="Translate each text of a record (input, output, target, system, history "
-        "turns, chosen/rejected) in its own request and put it back in place. A record with "
-        "a field that fails is not written (see the errors file); a re-run retries it.",
-    )
-    add_input_option(p)
-    p.add_argument("-l", "--language", required=True, help="target language, e.g. Chinese")
-    add_model_option(p)
-    p.add_argument(
-        "--fields",
-        default=None,
-        help=f"comma-separated fields to translate (default {','.join(TRANSLATE_FIELDS)})",
-    )
-    p.add_argument("-n", type=int, default=None, help="at most this many records")
-    add_sampling_options(p, temperature=0.0, max_tokens=1024)
-    add_run_options(p)
-    p.set_defaults(handler=_translate_command)
-
-    r = subparsers.add_parser(
-        "rewrite",
-        help="rewrite records toward a target difficulty or style",
-        description="Rewrite each record's input (or --fields) to be easier, harder or "
-        "expert-level and/or in a style, then answer the new input (unless --no-respond).",
-    )
-    add_input_option(r)
-    r.add_argument(
-        "--difficulty", choices=sorted(DIFFICULTY_GOALS), default=None, help="target difficulty"
-    )
-    r.add_argument("--style", default=None, help="target style, e.g. 'formal, concise'")
-    add_model_option(r)
-    r.add_argument("--fields", default=None, help="comma-separated fields to rewrite (input)")
-    r.add_argument(
-        "--no-respond",
-        action="store_true",
-        help="keep the old output instead of answering the rewritten input",
-    )
-    r.add_argument("-n", type=int, default=None, help="at most this many records")
-    add_sampling_options(r, temperature=0.7, max_tokens=1024)
-    add_run_options(r)
-    r.set_defaults(handler=_rewrite_command)
+    def instructions(self) -> str:
+        o = self.options
+        if o.difficulty is None and not o.style:
+            raise ConfigError("rewrite needs difficulty= (easier, harder, expert) and/or style=")
+        if o.respond and "output" in (o.fields or ()):
+            raise ConfigError("fields includes 'output' and respond=True: pick one")
+        goals = [DIFFICULTY_GOALS[o.difficulty]] if o.difficulty else []
+        goals += [f"in this style: {o.style}"] if o.style else []
+        return REWRITE_SYSTEM.format(goal="; and ".join(goals))

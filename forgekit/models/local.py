@@ -4,7 +4,9 @@
 llama.cpp is not thread-safe per context and blocks while it generates, so every call runs
 on one dedicated worker thread: the event loop stays free and generations never overlap.
 The weights are loaded once, lazily, on first use, and shared by every LocalModel for the
-same file.
+same file. Before the first load, a child process proves the llama.cpp build can generate on
+this CPU (forgekit/models/llama_build.py): a build that would segfault gives a clear error
+instead of killing the caller's process or Jupyter kernel.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from forgekit.errors import ConfigError, ModelError
+from forgekit.errors import ConfigError, ModelError, ModelUnavailableError
 from forgekit.models.base import Completion, Message, SamplingParams, Usage
 
 _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgekit-llama")
@@ -53,22 +55,29 @@ def _close_all() -> None:
             pass
 
 
+def _probe_model(path: str) -> str:
+    """The model the self-test loads: the bundled 135M one when present (it tests the build,
+    not the weights, and loads in a second), else the file asked for."""
+    try:
+        return str(find_smollm2_gguf())
+    except ConfigError:
+        return path
+
+
 def _load(path: str, n_ctx: int, n_threads: int | None) -> Any:
     key = (path, n_ctx)
+    threads = n_threads or max(1, os.cpu_count() or 1)
     with _LOAD_LOCK:
         if key not in _LOADED:
+            from forgekit.models.llama_build import BuildCheckFailed, check_build
+
             try:
-                from llama_cpp import Llama
-            except ImportError as exc:
-                raise ConfigError(
-                    "the embedded model needs llama-cpp-python: pip install llama-cpp-python"
-                ) from exc
-            _LOADED[key] = Llama(
-                model_path=path,
-                n_ctx=n_ctx,
-                n_threads=n_threads or max(1, os.cpu_count() or 1),
-                verbose=False,
-            )
+                check_build(_probe_model(path), threads)
+            except BuildCheckFailed as exc:
+                raise ModelUnavailableError(str(exc)) from None
+            from llama_cpp import Llama
+
+            _LOADED[key] = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, verbose=False)
         return _LOADED[key]
 
 
@@ -154,10 +163,10 @@ class LocalModel:
         """Run `call` once per requested choice (llama.cpp has no `n`), summing usage.
         Raw completions stop at the next token on cancel; chat completions (whose API takes
         no stopping criteria) finish their current generation first."""
+        self._cancel.clear()
+        llama = self.llama()  # first: proves the build works before anything imports it
         from llama_cpp import StoppingCriteriaList
 
-        self._cancel.clear()
-        llama = self.llama()
         texts, usage, finish = [], Usage(), None
         for index in range(params.n):
             kwargs: dict[str, Any] = {

@@ -1,0 +1,106 @@
+"""What goes into a run and what comes out of it: `Task`, `RunConfig`, `RunStats`,
+`RunResult`."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from forgekit.engine.progress import ProgressFactory
+
+if TYPE_CHECKING:
+    from forgekit.engine.requests import RunContext
+
+EventHandler = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class Task:
+    id: str
+    fn: Callable[[RunContext], Awaitable[dict[str, Any] | None]]
+    info: dict[str, Any] = field(default_factory=dict)  # shown in error entries (e.g. index)
+
+
+@dataclass
+class RunConfig:
+    """How to run: limits, retries, budgets, cache, progress. All optional."""
+
+    concurrency: int | None = None  # default: the model's own (1 for local, 32 for HTTP)
+    rpm: float | None = None
+    tpm: float | None = None
+    max_requests: int | None = None
+    max_total_tokens: int | None = None  # budget: prompt + completion tokens over the run
+    max_cost: float | None = None
+    max_attempts: int = 6
+    base_delay: float = 0.5
+    max_delay: float = 60.0
+    cache: bool = True
+    cache_path: str | None = None
+    progress: bool = True
+    description: str | None = None
+    overwrite: bool = False  # start afresh: move an existing output aside (never delete it)
+    checkpoint_every: int = 100
+    on_event: list[EventHandler] = field(default_factory=list)
+    cancel_event: threading.Event | None = None  # set from any thread to stop the run
+    # Where progress is shown; None: the calling context's default (see engine.progress).
+    progress_factory: ProgressFactory | None = None
+
+    def public(self) -> dict[str, Any]:
+        skip = ("on_event", "cancel_event", "progress_factory")
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}
+
+
+@dataclass
+class RunStats:
+    ok: int = 0
+    failed: int = 0
+    filtered: int = 0
+    skipped: int = 0  # already in the output from an earlier run
+    requests: int = 0  # requests sent (attempts), not counting cache hits
+    cached: int = 0
+    retried: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    wall_s: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class RunResult:
+    records: list[dict[str, Any]]
+    stats: RunStats
+    status: str  # completed | stopped | cancelled
+    stop_reason: str | None = None
+    out: Path | None = None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dataframe(self):
+        from forgekit.data.io import records_to_dataframe
+
+        return records_to_dataframe(self.records)
+
+    def summary(self) -> str:
+        s = self.stats
+        parts = [
+            f"{self.status}: {s.ok} ok",
+            f"{s.failed} failed",
+            f"{s.filtered} filtered",
+            f"{s.skipped} resumed",
+            f"{s.requests} requests ({s.retried} retried, {s.cached} cached)",
+            f"{s.tokens} tokens",
+            f"${s.cost:.4f}",
+            f"{s.wall_s:.1f}s",
+        ]
+        line = ", ".join(parts)
+        if self.stop_reason:
+            line += f" — {self.stop_reason}"
+        if self.out:
+            line += f" -> {self.out}"
+        return line

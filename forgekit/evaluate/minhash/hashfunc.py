@@ -1,0 +1,337 @@
+"""Shingles and their 32-bit hashes, vectorized over a chunk of documents.
+
+Two hash functions, both computed for all shingles of a chunk at once with numpy:
+
+* "sha1" (default): datasketch's default hash function, SHA1-32 of the shingle's UTF-8 bytes
+  (`datasketch.hashfunc.sha1_hash32`), bit for bit. SHA-1 itself runs vectorized over the
+  shingles (numpy uint32 rounds), not one hashlib call per shingle.
+* "fast": about twice as fast again. Tokens are hashed by tabulation hashing over their bytes
+  and combined per shingle, with no Python code per token. `fast_shingle_hash` is the same
+  function on one shingle in plain Python: `datasketch.MinHash(hashfunc=fast_shingle_hash)`
+  fed token tuples gives the same signatures. Results differ from the SHA-1 ones only by
+  MinHash's own sampling noise (near the threshold), as two datasketch seeds differ.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from forgekit.evaluate.text import _ASCII_NONWORD, is_cjk, ngrams, tokens
+
+HASHES = ("fast", "sha1")
+
+
+def shingle_hashes(
+    texts: Sequence[str], ngram: int, script: str, hash: str = "sha1"
+) -> tuple[np.ndarray, np.ndarray]:
+    """32-bit hashes of every shingle of a chunk of documents with `hash` ("sha1" or
+    "fast"): (flat uint32 hashes in document order, shingles per document)."""
+    if hash == "sha1":
+        return _sha1_shingle_hashes(texts, ngram, script)
+    return _fast_hashes(texts, ngram, script)
+
+
+def shingles(text: str, ngram: int = 3, script: str = "auto") -> list[str]:
+    """Word n-grams (joined by a space) or, for CJK, character n-grams (joined without one)."""
+    if script == "auto":
+        script = "chars" if is_cjk(text) else "words"
+    toks = tokens(text, script)
+    return ngrams(toks, ngram, sep="" if script == "chars" else " ")
+
+
+_SHA1_DIGEST = type(hashlib.sha1()).digest
+
+
+def _sha1_hashes(items: list[bytes]) -> np.ndarray:
+    """SHA1-32 of each item with hashlib, exactly datasketch.hashfunc.sha1_hash32 (the first 4
+    digest bytes, little-endian). Only for shingles too long for one SHA-1 block."""
+    if not items:
+        return np.zeros(0, dtype=np.uint32)
+    packed = b"".join(map(_SHA1_DIGEST, map(hashlib.sha1, items)))
+    digests = np.frombuffer(packed, dtype=np.uint8).reshape(-1, 20)
+    return np.ascontiguousarray(digests[:, :4]).view("<u4").ravel().astype(np.uint32)
+
+
+# --- the "sha1" hash: SHA-1 itself, vectorized over the shingles of a chunk -----------------
+#
+# datasketch hashes each shingle with SHA-1, one hashlib call per shingle (~0.9 us). Almost
+# every shingle fits in a single 64-byte SHA-1 block (at most 55 bytes of message), so the
+# compression function is run here on all shingles of a chunk at once: 80 rounds of uint32
+# numpy operations over vectors of a few thousand shingles, with the message words gathered
+# straight from the chunk's bytes (no bytes object per shingle). Longer shingles go through
+# hashlib. Tests check the result against hashlib bit for bit.
+
+_SHA1_H = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0)
+_SHA1_K = tuple(np.uint32(k) for k in (0x5A827999, 0x6ED9EBA1, 0x8F1BBCDC, 0xCA62C1D6))
+_SHA1_ONE_BLOCK = 55  # bytes of message that fit in one block with the padding and length
+# Shingles per vector: the ~24 live uint32 vectors stay in the L2 cache; larger vectors fall
+# out of it and smaller ones pay numpy's per-call overhead on ~1400 calls.
+_SHA1_BATCH = 16384
+
+
+def _rotl_inplace(x: np.ndarray, bits: int, scratch: np.ndarray) -> None:
+    np.left_shift(x, bits, out=scratch)
+    np.right_shift(x, 32 - bits, out=x)
+    x |= scratch
+
+
+def _sha1_first_word(w: np.ndarray) -> np.ndarray:
+    """The first word H0 of SHA-1 of one-block messages; w is the (16, n) block, consumed."""
+    n = w.shape[1]
+    a, b, c, d, e = (np.full(n, h, dtype=np.uint32) for h in _SHA1_H)
+    f, t1, t2 = (np.empty(n, dtype=np.uint32) for _ in range(3))
+    for t in range(80):
+        wt = w[t & 15]
+        if t >= 16:  # message schedule, in place over a ring of 16 words
+            wt ^= w[(t - 3) & 15]
+            wt ^= w[(t - 8) & 15]
+            wt ^= w[(t - 14) & 15]
+            _rotl_inplace(wt, 1, t2)
+        if t < 20:  # choose: d ^ (b & (c ^ d))
+            np.bitwise_xor(c, d, out=f)
+            f &= b
+            f ^= d
+        elif 40 <= t < 60:  # majority: (b & c) | (d & (b | c))
+            np.bitwise_or(b, c, out=f)
+            f &= d
+            np.bitwise_and(b, c, out=t2)
+            f |= t2
+        else:  # parity
+            np.bitwise_xor(b, c, out=f)
+            f ^= d
+        # new a = rotl5(a) + f + e + K + w, built in e's buffer (e is not needed after)
+        e += f
+        e += wt
+        e += _SHA1_K[t // 20]
+        np.left_shift(a, 5, out=t1)
+        np.right_shift(a, 27, out=t2)
+        e += t1
+        e += t2  # rotl5(a) = (a << 5) | (a >> 27), and the two halves share no bits
+        _rotl_inplace(b, 30, t2)
+        a, b, c, d, e = e, a, b, c, d
+    a += np.uint32(_SHA1_H[0])
+    return a
+
+
+def _sha1_32_spans(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """sha1_hash32 of data[start:start+length] for each span (data: uint8, followed by at
+    least 56 zero bytes so that a one-block window at any start stays inside it)."""
+    out = np.empty(len(starts), dtype=np.uint32)
+    long = lengths > _SHA1_ONE_BLOCK
+    one_block = np.flatnonzero(~long)
+    for lo in range(0, len(one_block), _SHA1_BATCH):
+        rows = one_block[lo : lo + _SHA1_BATCH]
+        length = lengths[rows]
+        # only the words that hold message bytes or the padding byte: the rest stay zero
+        n_words = (int(length.max()) >> 2) + 1
+        windows = np.lib.stride_tricks.as_strided(
+            data, shape=(len(data) - 4 * n_words + 1, 4 * n_words), strides=(1, 1)
+        )
+        message = windows[starts[rows]]  # one row per shingle: its bytes and what follows
+        message *= np.arange(4 * n_words, dtype=np.uint8) < length[:, None].astype(np.uint8)
+        message[np.arange(len(rows)), length] = 0x80  # the padding bit
+        block = np.zeros((16, len(rows)), dtype=np.uint32)
+        block[:n_words] = message.view(">u4").T  # big-endian words, one row per word
+        block[15] = length * 8  # message length in bits
+        out[rows] = _sha1_first_word(block)
+    # datasketch reads the first 4 digest bytes little-endian: H0 byte-swapped
+    out.byteswap(inplace=True)
+    long_rows = np.flatnonzero(long)
+    out[long_rows] = _sha1_hashes(
+        [data[s : s + n].tobytes() for s, n in zip(starts[long_rows], lengths[long_rows])]
+    )
+    return out
+
+
+def _sha1_shingle_hashes(
+    texts: Sequence[str], ngram: int, script: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """sha1_hash32 of every shingle of a chunk of documents, computed from the chunk's bytes:
+    (flat uint32 hashes in document order, shingles per document)."""
+    n = len(texts)
+    bodies, char_docs = [], np.zeros(n, dtype=bool)
+    for i, text in enumerate(texts):
+        mode = ("chars" if is_cjk(text) else "words") if script == "auto" else script
+        if mode == "chars":
+            # characters back to back: a shingle is `ngram` consecutive code points
+            bodies.append("".join(tokens(text, "chars")).encode("utf-8"))
+            char_docs[i] = True
+        else:
+            bodies.append(_token_bytes(text, "words"))  # words separated by runs of spaces
+    sizes = np.array([len(x) + 1 for x in bodies], dtype=np.int64)
+    doc_start = np.cumsum(sizes) - sizes
+    raw = np.frombuffer(b" ".join(bodies) + b" ", dtype=np.uint8)
+    # One space between words, none elsewhere: then a word shingle is the contiguous bytes
+    # from its first word to its last, exactly `" ".join(words)`.
+    keep = raw != 32
+    keep[1:] |= keep[:-1].copy()
+    kept = np.add.reduceat(keep, doc_start, dtype=np.int64)  # (a cumsum over bytes is slow)
+    doc_start = np.cumsum(kept) - kept
+    data = raw[keep]
+    token_byte = data != 32
+    boundary = np.ones(len(data) + 1, dtype=bool)  # a non-token byte before/after each byte
+    boundary[1:-1] = ~token_byte[:-1]
+    token_start = token_byte & boundary[:-1]
+    token_last = token_byte.copy()
+    token_last[:-1] &= ~token_byte[1:]
+    if char_docs.any():
+        # in character documents every code point is a token: it starts at each byte that
+        # is not a UTF-8 continuation byte
+        in_chars = np.repeat(char_docs, sizes)[keep]
+        char_start = in_chars & ((data & 0xC0) != 0x80)
+        token_start |= token_byte & char_start
+        token_last[:-1] |= token_byte[:-1] & char_start[1:]
+    tok_begin = np.flatnonzero(token_start)
+    tok_end = np.flatnonzero(token_last) + 1
+    tok_counts = np.diff(np.searchsorted(tok_begin, np.append(doc_start, len(data))))
+    # shingles: every run of `ngram` tokens; a document shorter than that is one shingle
+    counts = np.where(tok_counts >= ngram, tok_counts - ngram + 1, np.minimum(tok_counts, 1))
+    span = np.minimum(tok_counts, ngram)
+    tok_first = np.cumsum(tok_counts) - tok_counts
+    shingle_first = np.cumsum(counts) - counts
+    total = int(counts.sum())
+    first = np.repeat(tok_first - shingle_first, counts) + np.arange(total, dtype=np.int64)
+    last = first + np.repeat(span, counts) - 1
+    starts = tok_begin[first]
+    padded = np.concatenate([data, np.zeros(64, dtype=np.uint8)])
+    return _sha1_32_spans(padded, starts, tok_end[last] - starts), counts
+
+
+# --- the "fast" hash: vectorized over the bytes of a whole chunk ----------------------------
+#
+# A token's hash is simple tabulation hashing of its UTF-8 bytes: a fixed random 64-bit table
+# indexed by (byte position mod 64, byte value), summed mod 2^64, then finalized by fmix64.
+# Tabulation hashing is 3-independent; unlike a polynomial hash mod 2^64 it has no structured
+# collisions. The table is zero for the space byte, which never occurs inside a token, so the
+# sum over "token + the spaces after it" is the token's sum: a whole chunk of documents is
+# hashed with a dozen numpy passes over its bytes and no Python code per token.
+# A shingle's hash is fmix64(seed + sum of its token hashes times per-position odd
+# multipliers): one finalizer per shingle, computed for all windows with array slices.
+
+NGRAM_SEED = 0x9E3779B97F4A7C15
+NGRAM_MUL = 0x100000001B3
+_FMIX64 = (33, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53)
+_M64 = (1 << 64) - 1
+_TABLE_WIDTH = 64  # byte positions 0..63; longer tokens wrap around
+_TABLE = np.random.RandomState(0x5EED).randint(0, 2**64, size=(_TABLE_WIDTH, 256), dtype=np.uint64)
+_TABLE[:, 32] = 0
+_TABLE_FLAT = _TABLE.ravel()
+_TABLE_PY = _TABLE.tolist()
+
+
+def token_hash(token: str) -> int:
+    """The fast path's 64-bit hash of one token, in plain Python (the empty token is 0)."""
+    data = token.encode("utf-8")
+    if not data:
+        return 0
+    h = 0
+    for k, byte in enumerate(data):
+        h = (h + _TABLE_PY[k % _TABLE_WIDTH][byte]) & _M64
+    return _fmix64_int(h)
+
+
+def _fmix64_int(h: int) -> int:
+    s, m1, m2 = _FMIX64
+    h ^= h >> s
+    h = (h * m1) & _M64
+    h ^= h >> s
+    h = (h * m2) & _M64
+    return h ^ (h >> s)
+
+
+def fast_shingle_hash(shingle: Sequence[str]) -> int:
+    """The "fast" hash of one shingle given as its tokens, in plain Python.
+
+    It is what the vectorized path computes, so `datasketch.MinHash(hashfunc=fast_shingle_hash,
+    scheme="affine32")` updated with token tuples gives the same signatures. A shingle of a text
+    shorter than `ngram` is its tokens padded with the empty token (hash 0) to `ngram`.
+    """
+    h = NGRAM_SEED
+    for tok, mul in zip(shingle, _ngram_multipliers(len(shingle)), strict=True):
+        h = (h + token_hash(tok) * mul) & _M64
+    return _fmix64_int(h) >> 32
+
+
+@functools.lru_cache(maxsize=32)
+def _ngram_multipliers(n: int) -> tuple[int, ...]:
+    """Odd 64-bit multipliers, one per position in a shingle: the shingle hash is
+    fmix64(seed + sum(token_hash_j * m_j)), order-sensitive because the m_j differ."""
+    return tuple(_fmix64_int(NGRAM_MUL * (j + 1)) | 1 for j in range(n))
+
+
+def fmix64(h: np.ndarray) -> np.ndarray:
+    s, m1, m2 = (np.uint64(v) for v in _FMIX64)
+    h = h ^ (h >> s)
+    h = h * m1
+    h = h ^ (h >> s)
+    h = h * m2
+    return h ^ (h >> s)
+
+
+def _token_bytes(text: str, script: str) -> bytes:
+    """A document's tokens as UTF-8 bytes separated by single spaces."""
+    if script == "auto":
+        script = "chars" if is_cjk(text) else "words"
+    if script == "words" and text.isascii():
+        # the hot path: the same tokens as text.words(), without making a str per token
+        return text.lower().encode("ascii").translate(_ASCII_NONWORD)
+    return " ".join(tokens(text, script)).encode("utf-8")
+
+
+def _fast_hashes(texts: Sequence[str], ngram: int, script: str) -> tuple[np.ndarray, np.ndarray]:
+    """Shingle hashes of a chunk of documents: (flat uint32 hashes, shingles per document)."""
+    parts = [_token_bytes(t, script) for t in texts]
+    n = len(parts)
+    doc_start = np.zeros(n, dtype=np.int64)
+    np.cumsum(np.array([len(p) + 1 for p in parts[:-1]], dtype=np.int64), out=doc_start[1:])
+    data = np.frombuffer(b" ".join(parts), dtype=np.uint8)  # tokens never span documents
+    word = data != 32
+    is_start = word.copy()
+    is_start[1:] &= ~word[:-1]
+    starts = np.flatnonzero(is_start)
+    # table index = (position in token mod 64) * 256 + byte, in int32 to halve memory traffic
+    index = np.arange(len(data), dtype=np.int32)
+    token_begin = np.where(is_start, index, 0)
+    np.maximum.accumulate(token_begin, out=token_begin)
+    index -= token_begin
+    index &= _TABLE_WIDTH - 1
+    index <<= 8
+    index |= data
+    with np.errstate(over="ignore"):
+        summed = (
+            np.add.reduceat(_TABLE_FLAT[index], starts)
+            if len(starts)
+            else np.zeros(0, dtype=np.uint64)
+        )
+        tok_hash = fmix64(summed)
+    tok_counts = np.bincount(
+        np.searchsorted(doc_start, starts, side="right") - 1, minlength=n
+    ).astype(np.int64)
+    short = (tok_counts > 0) & (tok_counts < ngram)
+    if short.any():
+        # a text shorter than ngram is one shingle: its tokens padded with hash-0 tokens
+        pad = np.where(short, ngram - tok_counts, 0)
+        tok_hash = np.insert(tok_hash, np.repeat(np.cumsum(tok_counts), pad), np.uint64(0))
+        tok_counts = tok_counts + pad
+    counts = np.where(tok_counts > 0, tok_counts - ngram + 1, 0)
+    tok_first = np.zeros(n, dtype=np.int64)
+    np.cumsum(tok_counts[:-1], out=tok_first[1:])
+    shingle_first = np.zeros(n, dtype=np.int64)
+    np.cumsum(counts[:-1], out=shingle_first[1:])
+    total = int(counts.sum())
+    begin = np.repeat(tok_first - shingle_first, counts) + np.arange(total, dtype=np.int64)
+    # Every window of `ngram` consecutive tokens, by slices (no gathers), then only the
+    # windows that stay inside one document.
+    width = len(tok_hash) - ngram + 1
+    if width <= 0:
+        return np.zeros(0, dtype=np.uint32), counts
+    with np.errstate(over="ignore"):
+        acc = np.full(width, NGRAM_SEED, dtype=np.uint64)
+        for j, mul in enumerate(_ngram_multipliers(ngram)):
+            acc += tok_hash[j : j + width] * np.uint64(mul)
+        h = fmix64(acc[begin])
+    return (h >> np.uint64(32)).astype(np.uint32), counts

@@ -21,7 +21,6 @@ The file is checked with pydantic, then against the declaration; every error nam
 
 from __future__ import annotations
 
-import inspect
 import typing
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -84,14 +83,11 @@ class Param:
 
 def methods() -> dict[str, Any]:
     """The public method functions, by name: every registered method (also one declared
-    after import) and, COMPAT (issue 12), the undeclared ones."""
-    import forgekit.methods as package
+    after import)."""
     from forgekit.methods.registry import methods as registered
     from forgekit.methods.registry import public_function
 
-    found = {name: getattr(package, name) for name in package.__all__}
-    found.update({name: public_function(cls) for name, cls in registered().items()})
-    return dict(sorted(found.items()))
+    return {name: public_function(cls) for name, cls in registered().items()}
 
 
 def parameters(method: str) -> dict[str, Param]:
@@ -101,7 +97,7 @@ def parameters(method: str) -> dict[str, Param]:
 
     cls = get(method)
     if cls is None:
-        return _legacy_parameters(methods()[method])
+        raise ConfigError(f"unknown method {method!r}; known: {', '.join(methods())}")
     params = [
         Param("model", "model", False, "model profile name"),
         Param("out", "output", False, "JSONL file the records go to; a re-run resumes it"),
@@ -124,27 +120,6 @@ def parameters(method: str) -> dict[str, Param]:
             Param(field.name, section, required, info.help, default, hint, info.from_text)
         )
     return {p.name: p for p in params}
-
-
-def _legacy_parameters(fn: Any) -> dict[str, Param]:
-    """COMPAT (issue 12): a method not yet declared, described by its signature; delete
-    with the last one."""
-    hints: dict[str, Any] = {}
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:  # unresolvable forward references: nothing to check against
-        pass
-    out = {}
-    for name, p in inspect.signature(fn).parameters.items():
-        if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) or name == "config":
-            continue
-        prompt = any(w in name for w in ("user", "system", "prompt", "template", "rubric"))
-        section = _SECTION_OF.get(name, "sampling" if name == "params" else "params")
-        section = "prompts" if prompt and section == "params" else section
-        required = p.default is inspect.Parameter.empty
-        default = None if required else p.default
-        out[name] = Param(name, section, required, default=default, hint=hints.get(name))
-    return out
 
 
 class RunPlan:

@@ -8,7 +8,7 @@ from forgekit.cli import execute, parse
 from forgekit.cli import main as cli_main
 from forgekit.errors import ConfigError
 from forgekit.methods import cosmopedia
-from forgekit.methods._text import truncate_text
+from forgekit.data.text import truncate_text
 from forgekit.models.scripted import ScriptedModel
 from tests.conftest import read_jsonl
 

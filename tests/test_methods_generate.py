@@ -5,7 +5,7 @@ from pydantic import BaseModel
 
 from forgekit.errors import ConfigError
 from forgekit.methods import generate
-from forgekit.methods._prompting import extract_json
+from forgekit.methods.prompting import extract_json
 from tests.conftest import read_jsonl
 
 QUIET = {"progress": False}

@@ -11,7 +11,7 @@ from forgekit.cli import main as cli_main
 from forgekit.errors import ConfigError, StoreError
 from forgekit.evaluate.rouge import RougePool, lcs_length, lcs_table, naive_filter
 from forgekit.methods import self_instruct
-from forgekit.methods._text import parse_numbered_list
+from forgekit.methods.parsing import parse_numbered_list
 from forgekit.methods.self_instruct import (
     default_seed_path,
     instruction_problem,

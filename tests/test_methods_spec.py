@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,6 +198,8 @@ def test_inputs_a_method_refuses_go_to_the_engines_errors_file(echo_method, tmp_
 # -- layering ----------------------------------------------------------------------------------
 RANK = {"data": 1, "models": 2, "engine": 3, "methods": 4, "evaluate": 4, "cli": 6, "jupyter": 7}
 TOP = {"runfile": 5, "batch": 5}  # library entry points above the methods
+# `%load_ext forgekit` needs the package root to name the magics: it imports them lazily.
+ROOT_PACKAGE = "forgekit"
 
 
 def _rank(module: str) -> int:
@@ -205,46 +209,103 @@ def _rank(module: str) -> int:
     return RANK.get(parts[1], TOP.get(parts[1], 0))
 
 
+def _modules() -> dict[str, Path]:
+    """Every module of the package, by dotted name."""
+    found = {}
+    for path in sorted((ROOT / "forgekit").rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        found[module] = path
+    return found
+
+
 def _imports(path: Path) -> set[str]:
+    """What a module imports, at any depth of its code (a lazy import in a function counts):
+    `from forgekit.x import y` is `forgekit.x` and, when y is a module, `forgekit.x.y`."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
 
 
-def _legacy() -> set[str]:
-    """COMPAT (issue 12): modules not converted yet; the list shrinks to nothing."""
-    from forgekit.cli.legacy import LEGACY_HELPERS, LEGACY_METHODS
+def _import_graph() -> tuple[dict[str, set[str]], set[str]]:
+    """forgekit module -> the forgekit modules it imports (importing `a.b.c` runs the
+    packages `a` and `a.b` too), and the forgekit modules that import argparse."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {}
+    argparse_users = set()
+    for module, path in modules.items():
+        names = _imports(path)
+        if "argparse" in names:
+            argparse_users.add(module)
+        edges = set()
+        for name in names:
+            parts = name.split(".")
+            edges.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        graph[module] = {m for m in edges if m in modules and m != module}
+    graph[ROOT_PACKAGE] = set()
+    return graph, argparse_users
 
-    return {f"forgekit.methods.{name}" for name in (*LEGACY_METHODS, *LEGACY_HELPERS)}
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
 
 
-def test_layers_import_downwards_and_methods_never_import_the_cli():
-    legacy = _legacy()
+def test_layers_import_downwards():
     wrong = []
-    for path in sorted((ROOT / "forgekit").rglob("*.py")):
-        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-        if module == "forgekit":  # `%load_ext forgekit` needs the package root to name the magics
-            continue
-        if module in legacy:
+    for module, path in _modules().items():
+        if module == ROOT_PACKAGE:
             continue
         for name in _imports(path):
-            cli = name == "argparse" or name.startswith("forgekit.cli")
-            if module.startswith("forgekit.methods") and cli:
-                wrong.append(f"{module} imports {name}")
             if name.startswith("forgekit.") and _rank(name) > _rank(module):
                 wrong.append(f"{module} imports {name}, a higher layer")
     assert wrong == []
 
 
+def test_no_methods_module_reaches_the_cli_even_through_another_module():
+    graph, argparse_users = _import_graph()
+    methods = [m for m in graph if m.startswith("forgekit.methods")]
+    assert len(methods) > 10  # the walk found the package
+    wrong = {}
+    for module in methods:
+        reached = _reachable(graph, module) | {module}
+        bad = sorted(m for m in reached if m.startswith("forgekit.cli") or m in argparse_users)
+        if bad:
+            wrong[module] = bad
+    assert wrong == {}
+
+
+def test_importing_every_method_loads_nothing_of_the_cli():
+    """The same rule at run time, in a fresh interpreter: registry discovery imports the
+    method modules by name, which no static walk can follow."""
+    _, argparse_users = _import_graph()
+    script = (
+        "import json, pkgutil, importlib, sys, forgekit.methods as p\n"
+        "for m in pkgutil.iter_modules(p.__path__):\n"
+        "    importlib.import_module('forgekit.methods.' + m.name)\n"
+        "print(json.dumps(sorted(n for n in sys.modules if n.startswith('forgekit'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    loaded = set(json.loads(done.stdout))
+    assert "forgekit.methods.magpie" in loaded and "forgekit.methods.runner" in loaded
+    assert sorted(m for m in loaded if m.startswith("forgekit.cli") or m in argparse_users) == []
+
+
 def test_modules_stay_small():
-    legacy = {name.rsplit(".", 1)[1] + ".py" for name in _legacy()}
-    paths = [*(ROOT / "forgekit/methods").glob("*.py"), *(ROOT / "forgekit/cli").glob("*.py")]
-    sizes = {p.name: len(p.read_text().splitlines()) for p in paths if p.name not in legacy}
-    assert {name: n for name, n in sizes.items() if n > 500} == {}
+    sizes = {m: len(p.read_text().splitlines()) for m, p in _modules().items()}
+    assert {module: n for module, n in sizes.items() if n > 500} == {}
+    methods = sum(n for module, n in sizes.items() if module.startswith("forgekit.methods"))
+    assert methods <= 3800
 
 
 def test_the_manifest_lists_the_models_the_runner_resolved(tmp_path):

@@ -10,7 +10,6 @@ from the method declarations (forgekit.methods.registry), `forge run` from the s
     evaluate.py  `forge dedup`, `forge diversity`, `forge merge`, `forge unify`
     run.py       `forge run config.yaml`
     batch.py     `forge batch`
-    legacy.py    COMPAT (issue 12): commands of methods not yet declared
 """
 
 from forgekit.cli.app import (

@@ -27,7 +27,6 @@ from forgekit.errors import ConfigError, ForgeError
 COMMAND_MODULES = (
     "forgekit.cli.core",
     "forgekit.cli.methods",
-    "forgekit.cli.legacy",  # COMPAT (issue 12): methods not yet declared; delete with it
     "forgekit.cli.evaluate",
     "forgekit.cli.run",
     "forgekit.cli.batch",

@@ -1,5 +1,6 @@
 """Facts about plain text that several layers need: which script it is written in (CJK or
-space-delimited), how long it is in words, and where a model's `<think>` block is.
+space-delimited), how long it is in words, where a model's `<think>` block is, and how to
+cut it (truncation at a boundary, paragraph-aware chunks with offsets).
 
 Methods (magpie, self_instruct, reasoning), evaluation (MinHash shingles, ROUGE) and the data
 merger all use these; they live here, in the lowest layer, so there is one definition each.
@@ -8,6 +9,10 @@ merger all use these; they live here, in the lowest layer, so there is one defin
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from forgekit.errors import ConfigError
 
 # CJK Unified Ideographs (+ Ext A, compatibility), Hiragana, Katakana, Hangul, Ext B+.
 CJK_RANGES = (
@@ -91,3 +96,122 @@ def split_thinking(text: str) -> tuple[str | None, str, str]:
     if end:
         return text[: end.start()].strip(), text[end.end() :].strip(), "no_open_tag"
     return None, text.strip(), "none"
+
+
+# --- cutting text --------------------------------------------------------------------------
+_SENTENCE_END = re.compile(r"(?:[.!?]+[\"'”’)\]]*(?=\s|$)|[。！？!?；;]+[”’」』)]*)")
+_PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
+
+
+def truncate_text(text: str, max_chars: int) -> str:
+    """At most `max_chars` characters, cut at the last sentence end if that keeps at least
+    half, else at the last whitespace, else hard (CJK text has no spaces)."""
+    text = text.strip()
+    if max_chars <= 0 or len(text) <= max_chars:
+        return text
+    head = text[:max_chars]
+    ends = [m.end() for m in _SENTENCE_END.finditer(head)]
+    if ends and ends[-1] >= max_chars // 2:
+        return head[: ends[-1]].strip()
+    space = max(head.rfind(" "), head.rfind("\n"))
+    if space >= max_chars // 2:
+        return head[:space].strip()
+    return head.strip()
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a document: `text == document[start:end]`."""
+
+    index: int
+    start: int
+    end: int
+    text: str
+
+
+def _units(text: str) -> list[tuple[int, int, bool]]:
+    """(start, end, starts_paragraph) spans of sentences, in order, covering the text's
+    non-blank content; a sentence longer than any chunk is split later by words."""
+    spans = []
+    para_starts = [0] + [m.end() for m in _PARAGRAPH.finditer(text)]
+    para_ends = [m.start() for m in _PARAGRAPH.finditer(text)] + [len(text)]
+    for p_start, p_end in zip(para_starts, para_ends):
+        pos = p_start
+        first = True
+        boundaries = [m.end() for m in _SENTENCE_END.finditer(text, p_start, p_end)]
+        for end in [*boundaries, p_end]:
+            piece = text[pos:end]
+            if piece.strip():
+                lead = len(piece) - len(piece.lstrip())
+                tail = len(piece.rstrip())
+                spans.append((pos + lead, pos + tail, first))
+                first = False
+            pos = end
+    return spans
+
+
+def _split_long(text: str, start: int, end: int, size: int, measure) -> list[tuple[int, int]]:
+    """Split one over-long sentence at whitespace (or hard, for text without spaces)."""
+    out = []
+    pos = start
+    while pos < end:
+        stop = end
+        if measure(text[pos:end]) > size:
+            words = [m.end() for m in re.finditer(r"\S+", text[pos:end])]
+            stop = pos + (size if measure is len else 0)
+            fitting = [w for w in words if measure(text[pos : pos + w]) <= size]
+            if fitting:
+                stop = pos + fitting[-1]
+            elif measure is not len:
+                stop = pos + words[0]
+            stop = max(stop, pos + 1)
+        out.append((pos, stop))
+        pos = stop
+        while pos < end and text[pos].isspace():
+            pos += 1
+    return out
+
+
+def chunk_text(text: str, size: int = 1000, overlap: int = 200, unit: str = "chars") -> list[Chunk]:
+    """Paragraph-aware chunks of at most `size` characters (or words, `unit="words"`), each
+    starting at a sentence boundary and repeating up to `overlap` of the previous chunk's
+    tail. A chunk prefers to end at a paragraph break once it is half full."""
+    if size < 1:
+        raise ConfigError(f"chunk size must be >= 1, got {size}")
+    if not 0 <= overlap < size:
+        raise ConfigError(f"chunk overlap must be in [0, size), got {overlap} (size {size})")
+    if unit not in ("chars", "words"):
+        raise ConfigError(f"chunk unit {unit!r}: use 'chars' or 'words'")
+    measure: Callable[[str], int] = len if unit == "chars" else (lambda s: len(s.split()))
+    units: list[tuple[int, int, bool]] = []
+    for start, end, para in _units(text):
+        if measure(text[start:end]) > size:
+            pieces = _split_long(text, start, end, size, measure)
+            units += [(s, e, para and i == 0) for i, (s, e) in enumerate(pieces)]
+        else:
+            units.append((start, end, para))
+    chunks: list[Chunk] = []
+    i = 0
+    while i < len(units):
+        start = units[i][0]
+        j = i
+        while j + 1 < len(units) and measure(text[start : units[j + 1][1]]) <= size:
+            nxt = units[j + 1]
+            if nxt[2] and measure(text[start : units[j][1]]) >= size // 2:
+                # A new paragraph that would not be complete in this chunk: stop here.
+                para_end = next(
+                    (u[1] for k, u in enumerate(units[j + 2 :], j + 2) if units[k][2]), None
+                )
+                if para_end is None or measure(text[start:para_end]) > size:
+                    break
+            j += 1
+        end = units[j][1]
+        chunks.append(Chunk(len(chunks), start, end, text[start:end]))
+        if j + 1 >= len(units):
+            break
+        # Next chunk: the earliest unit after i whose start keeps the overlap within budget.
+        k = j + 1
+        while k - 1 > i and measure(text[units[k - 1][0] : end]) <= overlap:
+            k -= 1
+        i = k
+    return chunks

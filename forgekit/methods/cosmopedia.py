@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from forgekit.data.records import fingerprint, make_lineage, make_record
+from forgekit.data.text import truncate_text
 from forgekit.engine import RunContext
 from forgekit.errors import ConfigError
-from forgekit.methods._text import truncate_text, with_seed
 from forgekit.methods.prompting import chat_messages
+from forgekit.methods.samplers import with_seed
 from forgekit.methods.spec import Method, option, sampling
 from forgekit.models import SamplingParams
 

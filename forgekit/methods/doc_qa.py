@@ -20,9 +20,11 @@ from typing import Any
 
 from forgekit.data.documents import Document, DocumentError, find_documents, read_document
 from forgekit.data.records import fingerprint, make_lineage, make_record
+from forgekit.data.text import Chunk, chunk_text
 from forgekit.engine import RunContext
-from forgekit.methods._text import Chunk, chunk_text, parse_labeled, strip_quotes
+from forgekit.methods.parsing import parse_labeled, strip_quotes
 from forgekit.methods.prompting import chat_messages
+from forgekit.methods.samplers import with_seed
 from forgekit.methods.spec import Method, option, sampling
 from forgekit.models import Completion, SamplingParams
 
@@ -160,8 +162,8 @@ class DocQA(Method):
         o, doc, chunk = self.options, pair.doc, pair.chunk
         if pair.chunk_id not in self.pending:
             prompt = PROMPT.format(k=o.questions_per_chunk, source=doc.name, passage=chunk.text)
-            seed = o.seed * 1_000_003 + chunk.index * 101 + int(fingerprint(doc.name, 6), 16)
-            params = SamplingParams.coerce(o.params, seed=seed)
+            salt = int(fingerprint(doc.name, 6), 16)  # chunk i of each file: another seed
+            params = with_seed(o.params, o.seed, chunk.index, salt)
             request = ctx.chat(chat_messages(None, prompt), params=params)
             self.pending[pair.chunk_id] = asyncio.ensure_future(request)
         try:

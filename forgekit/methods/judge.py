@@ -14,10 +14,9 @@ from typing import Any
 from forgekit.data.records import fingerprint, make_lineage, make_record
 from forgekit.engine import RunContext
 from forgekit.errors import ConfigError
-from forgekit.methods._text import parse_labeled, require_field
-from forgekit.methods.parsing import LabelSet
+from forgekit.methods.parsing import LabelSet, parse_labeled
 from forgekit.methods.prompting import chat_messages
-from forgekit.methods.spec import Method, option, sampling
+from forgekit.methods.spec import Method, option, require_field, sampling
 from forgekit.models import SamplingParams
 
 DIFFICULTY = ("very easy", "easy", "medium", "hard", "very hard")

@@ -19,6 +19,7 @@ from forgekit.engine import RunContext
 from forgekit.errors import ConfigError, UnsupportedOperationError
 from forgekit.methods.prompting import chat_messages
 from forgekit.methods.runner import Stages
+from forgekit.methods.samplers import with_seed
 from forgekit.methods.spec import Method, model_option, option, sampling
 from forgekit.models import Model, SamplingParams
 
@@ -213,8 +214,7 @@ class Magpie(Method):
         raw_instructions = []
         for turn in range(o.n_turns):
             prompt = pre_query_text(fmt, o.system, turns)
-            seed = o.seed * 1_000_003 + index * 101 + turn
-            params = SamplingParams.coerce(self.instruction_params, seed=seed)
+            params = with_seed(self.instruction_params, o.seed, index, salt=turn)
             generated = await ctx.complete(prompt, params=params)
             raw_instructions.append(generated.text)
             instruction = clean_instruction(generated.text, fmt)

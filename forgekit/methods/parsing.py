@@ -4,6 +4,8 @@
 - majority voting with a named tie policy: `majority`;
 - ratings ("Rating: 4 / Rationale: ..."): `parse_rating`;
 - yes/no answers (English and Chinese): `parse_yes_no`;
+- structure: numbered lists (`parse_numbered_list`), `Label: value` blocks
+  (`parse_labeled`), quotes around an answer (`strip_quotes`);
 - think tags: `split_thinking` (from forgekit.data.text, shared with the data merger);
 - reproducible per-item choices: `item_rng`.
 """
@@ -259,3 +261,101 @@ def parse_yes_no(text: str) -> bool | None:
     if re.match(r"(no|false|not)\b", head) or head.startswith(("否", "不是", "不")):
         return False
     return None
+
+
+# --- numbered lists ------------------------------------------------------------------------
+# A list marker: optional markdown (**, #, >), an optional word ("Task 1:", "任务1："), then a
+# number in any Unicode digits (full-width １ too) followed by . ． 、 ) ） : ： or wrapped in
+# parentheses "(1)" / "（1）". "1.5 kg" is not a marker: a dot must not be followed by a digit.
+_MARKER = re.compile(
+    r"""^\s*(?:[*_#>]+\s*)?
+    (?:(?:task|instruction|question|item|example|prompt|任务|指令|问题|题目)\s*[#＃]?\s*)?
+    (?:[(（]\s*(?P<p>\d{1,3})\s*[)）]|(?P<n>\d{1,3})\s*(?:[.．](?!\d)|[、)）:：]))
+    (?:[*_]+)?\s*(?:[:：]\s*)?(?:[*_]{2}\s*)?
+    (?P<text>.*)$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_BULLET = re.compile(r"^\s*[-*•·]\s+(?P<text>\S.*)$")
+
+
+def _strip_markdown(text: str) -> str:
+    text = text.strip()
+    # "**Write a haiku**" -> "Write a haiku"; a lone trailing "**" left by "1. **Task:** x"
+    text = re.sub(r"^\*\*(.+?)\*\*$", r"\1", text)
+    return text.strip().strip("*").strip()
+
+
+def parse_numbered_list(text: str, *, join: str = " ", bullets: bool = True) -> list[str]:
+    """The items of a numbered list in a model's answer.
+
+    Accepts `1.`, `1)`, `1、`, `(1)`, `（1）`, `Task 1:`, full-width digits and markdown bold;
+    an item may run over several lines (continuation lines are joined with `join`). Text
+    before the first item is a preamble and dropped; after a blank line, an unindented line
+    that is not the next item ends the list (trailing commentary). Numbers must follow on
+    from the previous item (so "2020. was a year" inside an item does not start a new one);
+    the first item may start at any number (models continue the numbering of examples).
+    Without any numbered item, `-`/`*` bullets are used when `bullets` is on.
+    """
+    items: list[list[str]] = []
+    last_number: int | None = None
+    blank_before = False
+    ended = False
+    for line in text.splitlines():
+        if not line.strip():
+            blank_before = True
+            continue
+        match = _MARKER.match(line)
+        number = None
+        if match:
+            number = int(match.group("p") or match.group("n"))
+        if match and (last_number is None or number == last_number + 1):
+            items.append([match.group("text")])
+            last_number = number
+            ended = False
+        elif items and not ended:
+            if blank_before and not line[:1].isspace():
+                ended = True  # commentary after the list
+            else:
+                items[-1].append(line.strip())
+        blank_before = False
+    found = [_strip_markdown(join.join(p.strip() for p in parts if p.strip())) for parts in items]
+    if not items and bullets:
+        found = [
+            _strip_markdown(m.group("text")) for m in map(_BULLET.match, text.splitlines()) if m
+        ]
+    return [item for item in found if item]
+
+
+# --- "Label: value" blocks -----------------------------------------------------------------
+
+
+def parse_labeled(text: str, labels: dict[str, Sequence[str]]) -> dict[str, str]:
+    """Values of `Label: value` lines. `labels` maps a field name to the label spellings that
+    introduce it (matched case-insensitively at a line start, with `:` or `：`, markdown
+    bold allowed). A value runs until the next known label; fields not found are absent."""
+    spellings = {}
+    for name, aliases in labels.items():
+        for alias in aliases:
+            spellings[alias.lower()] = name
+    alternatives = "|".join(sorted(map(re.escape, spellings), key=len, reverse=True))
+    pattern = re.compile(
+        rf"^[ \t]*(?:[*_#>]+[ \t]*)?(?P<label>{alternatives})[ \t]*(?:[*_]+)?[ \t]*[:：]"
+        rf"(?:[ \t]*[*_]{{2}})?",
+        re.IGNORECASE | re.MULTILINE,
+    )
+    found: dict[str, str] = {}
+    matches = list(pattern.finditer(text))
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        name = spellings[match.group("label").lower()]
+        value = text[match.end() : end].strip()
+        found.setdefault(name, value)  # the first occurrence wins: later ones are echoes
+    return found
+
+
+def strip_quotes(text: str) -> str:
+    text = text.strip()
+    pairs = {'"': '"', "'": "'", "“": "”", "「": "」", "«": "»"}
+    if len(text) >= 2 and pairs.get(text[0]) == text[-1]:
+        return text[1:-1].strip()
+    return text

@@ -18,10 +18,10 @@ from forgekit.data.records import fingerprint, make_lineage, make_record
 from forgekit.data.text import split_thinking
 from forgekit.engine import RunContext
 from forgekit.errors import ConfigError
-from forgekit.methods._text import require_field, with_seed
 from forgekit.methods.parsing import majority
 from forgekit.methods.prompting import chat_messages
-from forgekit.methods.spec import Method, option, sampling, template
+from forgekit.methods.samplers import with_seed
+from forgekit.methods.spec import Method, option, require_field, sampling, template
 from forgekit.models import SamplingParams
 
 MODES = ("cot", "think")

@@ -1,6 +1,6 @@
 """Several sources of answers for one item — models x temperatures x seeds — as a list of
-`Sampler`s (vote's voters, cascade's stages, dpo's responders), and how a model is named in
-records and in a run's resume identity."""
+`Sampler`s (vote's voters, cascade's stages, dpo's responders), per-item seeds (`with_seed`),
+and how a model is named in records and in a run's resume identity."""
 
 from __future__ import annotations
 
@@ -34,6 +34,12 @@ class Sampler:
             "seed": self.params.seed,
         }
         return answer.text.strip(), source
+
+
+def with_seed(params: SamplingParams, seed: int, index: int, salt: int = 0) -> SamplingParams:
+    """`params` with a per-request seed derived from the run's seed: reproducible, and
+    different per item (`index`) and per request of one item (`salt`)."""
+    return SamplingParams.coerce(params, seed=seed * 1_000_003 + index * 101 + salt)
 
 
 def model_label(model: str | Model | None) -> str | None:

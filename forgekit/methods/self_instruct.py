@@ -29,10 +29,10 @@ from forgekit.data.text import detect_script, length_units
 from forgekit.engine import RunContext
 from forgekit.errors import ConfigError
 from forgekit.evaluate.rouge import RougePool
-from forgekit.methods._text import parse_labeled, parse_numbered_list, strip_quotes
-from forgekit.methods.parsing import parse_yes_no
+from forgekit.methods.parsing import parse_labeled, parse_numbered_list, parse_yes_no, strip_quotes
 from forgekit.methods.prompting import chat_messages
 from forgekit.methods.runner import Stages, total_stats
+from forgekit.methods.samplers import with_seed
 from forgekit.methods.spec import Method, option, sampling
 from forgekit.models import SamplingParams
 
@@ -257,7 +257,7 @@ class SelfInstruct(Method):
         prompt = self.text["generate"].format(
             k=o.num_examples, examples=listing, num=o.num_tasks, next=o.num_examples + 1
         )
-        params = SamplingParams.coerce(o.instruction_params, seed=o.seed * 1_000_003 + index * 101)
+        params = with_seed(o.instruction_params, o.seed, index)
         answer = await ctx.chat(chat_messages(None, prompt), params=params)
         candidates = parse_numbered_list(answer.text)
         truncated = answer.finish_reason == "length"
@@ -327,7 +327,7 @@ class SelfInstruct(Method):
         prompt = self.text["output_first" if is_cls else "input_first"].format(
             examples=self.demos(is_cls, index), task=task
         )
-        params = SamplingParams.coerce(o.instance_params, seed=o.seed * 1_000_003 + index * 101 + 1)
+        params = with_seed(o.instance_params, o.seed, index, salt=1)
         answer = await ctx.chat(chat_messages(None, prompt), params=params)
         fields = parse_labeled(answer.text, _INSTANCE_LABELS)
         output = fields.get("label" if is_cls else "output", "").strip()

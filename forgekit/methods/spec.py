@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from forgekit.errors import ConfigError
+
 if TYPE_CHECKING:
     from forgekit.engine import RunContext
     from forgekit.methods.runner import Stages
@@ -115,6 +117,17 @@ def options_of(cls: type) -> list[tuple[dataclasses.Field, OptionInfo]]:
 
 def is_required(field: dataclasses.Field) -> bool:
     return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+
+
+def require_field(records: Sequence[dict[str, Any]], field: str, option: str) -> None:
+    """For `prepare`: fail before any request, naming the record and the option, when a
+    record lacks the field the method reads."""
+    for index, record in enumerate(records):
+        if record.get(field) in (None, ""):
+            available = ", ".join(sorted(record)) or "(none)"
+            raise ConfigError(
+                f"record {index} has no {field!r} field (set {option}); its fields: {available}"
+            )
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 from forgekit.data.records import fingerprint, make_lineage, make_record
 from forgekit.engine import RunContext
 from forgekit.errors import ClientRequestError, ConfigError, ForgeError, RetryableModelError
-from forgekit.methods._text import strip_quotes
+from forgekit.methods.parsing import strip_quotes
 from forgekit.methods.prompting import chat_messages
 from forgekit.methods.spec import Method, option, sampling
 from forgekit.models import SamplingParams

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from forgekit.methods import magpie
-from forgekit.methods.magpie import CHAT_FORMATS, pre_query_text
+from forgekit.models.chat_formats import CHAT_FORMATS, pre_query_text
 from forgekit.models import SamplingParams, get_model
 
 pytestmark = pytest.mark.model

@@ -8,7 +8,7 @@ import pytest
 from forgekit.data.text import detect_script
 from forgekit.errors import ConfigError, UnsupportedOperationError
 from forgekit.methods import magpie
-from forgekit.methods.magpie import CHAT_FORMATS, pre_query_text
+from forgekit.models.chat_formats import CHAT_FORMATS, pre_query_text
 from forgekit.models.scripted import ScriptedModel
 from tests.conftest import write_profile
 

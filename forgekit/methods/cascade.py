@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forgekit.data.records import fingerprint, make_lineage, make_record
+from forgekit.data.records import fingerprint, make_record
 from forgekit.engine import RunContext
 from forgekit.errors import ConfigError
 from forgekit.methods.parsing import LabelSet
@@ -128,12 +128,10 @@ class Cascade(Method):
                 "final_stage": 2 if second else 1,
                 "label": final["label"],
             },
-            lineage=make_lineage(
-                self.name,
-                [s["model"] for s in (first, second) if s],
-                template_hash=self.template_hash,
+            lineage=self.lineage(
+                ctx,
+                model=[s["model"] for s in (first, second) if s],
                 params={s.name: s.params.to_dict() for s in self.stages},
-                seed=self.options.seed,
                 parent_id=prompt.item.get("id"),
                 route=self.route,
             ),

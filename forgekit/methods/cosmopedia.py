@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from forgekit.data.records import fingerprint, make_lineage, make_record
+from forgekit.data.records import fingerprint, make_record
 from forgekit.data.text import truncate_text
 from forgekit.engine import RunContext
 from forgekit.errors import ConfigError
@@ -105,10 +105,6 @@ class Cosmopedia(Method):
         self.template_hash = fingerprint([STYLES, _COMMON], 12)
         return seeds
 
-    @property
-    def limit(self) -> int | None:
-        return self.options.n
-
     async def produce(self, ctx: RunContext, seed: Seed) -> dict[str, Any] | None:
         o = self.options
         extract = truncate_text(seed.text, o.max_chars)
@@ -135,15 +131,7 @@ class Cosmopedia(Method):
                 "truncated_output": answer.finish_reason == "length",
                 "words": words,
             },
-            lineage=make_lineage(
-                self.name,
-                ctx.model.name,
-                template_hash=self.template_hash,
-                params=o.params.to_dict(),
-                seed=o.seed,
-                index=index,
-                parent_id=seed.record.get("id"),
-            ),
+            lineage=self.lineage(ctx, index=index, parent_id=seed.record.get("id")),
             carry={k: v for k, v in seed.record.items() if k != o.column},
         )
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from forgekit.data.documents import Document, DocumentError, find_documents, read_document
-from forgekit.data.records import fingerprint, make_lineage, make_record
+from forgekit.data.records import fingerprint, make_record
 from forgekit.data.text import Chunk, chunk_text
 from forgekit.engine import RunContext
 from forgekit.methods.parsing import parse_labeled, strip_quotes
@@ -153,10 +153,6 @@ class DocQA(Method):
         chunk = pair.chunk
         return [pair.doc.name, chunk.start, chunk.end, fingerprint(chunk.text, 16), pair.q]
 
-    @property
-    def limit(self) -> int | None:
-        return self.options.n
-
     async def ask(self, ctx: RunContext, pair: Pair) -> Completion:
         """The chunk's answer: the first of its pairs asks, the others wait for it."""
         o, doc, chunk = self.options, pair.doc, pair.chunk
@@ -201,14 +197,8 @@ class DocQA(Method):
                 "grounded": where is not None,
                 "citation": f"{pair.chunk_id} [{chunk.start}:{chunk.end}]",
             },
-            lineage=make_lineage(
-                self.name,
-                ctx.model.name,
-                template_hash=self.template_hash,
-                params=self.options.params.to_dict(),
-                seed=self.options.seed,
-                index=ctx.task.info.get("index"),
-                document=fingerprint(doc.text, 16),
+            lineage=self.lineage(
+                ctx, index=ctx.task.info.get("index"), document=fingerprint(doc.text, 16)
             ),
         )
 

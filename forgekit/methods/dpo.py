@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forgekit.data.records import fingerprint, make_lineage, make_record
+from forgekit.data.records import fingerprint, make_record
 from forgekit.engine import RunContext
 from forgekit.methods.parsing import item_rng, parse_rating
 from forgekit.methods.prompting import Prompt, chat_messages, render_prompts
@@ -220,12 +220,10 @@ class Dpo(Method):
             input=prompt.user,
             system=prompt.system,
             metadata=metadata,
-            lineage=make_lineage(
-                self.name,
-                sorted({r["model"] for r in responses}),
-                template_hash=self.template_hash,
+            lineage=self.lineage(
+                ctx,
+                model=sorted({r["model"] for r in responses}),
                 params={s.name: s.params.to_dict() for s in self.responders},
-                seed=o.seed,
                 parent_id=prompt.item.get("id"),
                 judge=model_label(self.judge),
                 judge_params=self.judge_params.to_dict(),

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
-from forgekit.data.records import fingerprint, make_lineage, make_record, record_id
+from forgekit.data.records import fingerprint, make_record, record_id
 from forgekit.engine import RunContext
 from forgekit.errors import ConfigError
 from forgekit.methods.parsing import item_rng, normalize_text
@@ -298,12 +298,10 @@ class Evol(Method):
                 "parent_instruction": entry.instruction,
                 "judge": verdict,
             },
-            lineage=make_lineage(
-                self.name,
-                sorted(models),
-                template_hash=self.template_hash,
+            lineage=self.lineage(
+                ctx,
+                model=sorted(models),
                 params={"evolve": params.to_dict(), "response": o.response_params.to_dict()},
-                seed=o.seed,
                 parent_id=entry.parent_id,
                 root_id=entry.root_id,
                 operation=operation,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forgekit.data.records import fingerprint, make_lineage, make_record
+from forgekit.data.records import fingerprint, make_record
 from forgekit.engine import RunContext
 from forgekit.errors import ConfigError
 from forgekit.methods.prompting import PromptTemplate, ResponseParser, chat_messages
@@ -120,10 +120,8 @@ class Generate(Method):
             output=answer.text.strip(),
             system=prompt.system,
             metadata=metadata,
-            lineage=make_lineage(
-                self.name,
-                ctx.model.name,
-                template_hash=self.template_hash,
+            lineage=self.lineage(
+                ctx,
                 params=params.to_dict(),
                 seed=params.seed,
                 index=prompt.sample,

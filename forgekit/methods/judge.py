@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from forgekit.data.records import fingerprint, make_lineage, make_record
+from forgekit.data.records import fingerprint, make_record
 from forgekit.engine import RunContext
 from forgekit.errors import ConfigError
 from forgekit.methods.parsing import LabelSet, parse_labeled
@@ -133,10 +133,6 @@ class Judge(Method):
         self.template_hash = fingerprint([prompt], 12)
         return records
 
-    @property
-    def limit(self) -> int | None:
-        return self.options.n
-
     async def produce(self, ctx: RunContext, record: dict[str, Any]) -> dict[str, Any]:
         o = self.options
         response = str(record.get(self.response_field) or "") if self.response_field else ""
@@ -162,12 +158,8 @@ class Judge(Method):
             history=record.get("history") or [],
             **{key: record.get(key) for key in _PASSED_ON},
             metadata={**(record.get("metadata") or {}), "judge_raw": answer.text},
-            lineage=make_lineage(
-                self.name,
-                ctx.model.name,
-                template_hash=self.template_hash,
-                params=o.params.to_dict(),
-                seed=o.seed,
+            lineage=self.lineage(
+                ctx,
                 index=ctx.task.info["index"],
                 parent_id=record.get("id"),
                 parent_lineage=record.get("lineage"),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forgekit.data.records import fingerprint, make_lineage, make_record
+from forgekit.data.records import fingerprint, make_record
 from forgekit.data.text import split_thinking
 from forgekit.engine import RunContext
 from forgekit.errors import ConfigError
@@ -148,10 +148,6 @@ class Reasoning(Method):
         self.template_hash = fingerprint({"system": self.system, "mode": o.mode}, 12)
         return records
 
-    @property
-    def limit(self) -> int | None:
-        return self.options.n
-
     async def produce(self, ctx: RunContext, record: dict[str, Any]) -> dict[str, Any] | None:
         o = self.options
         problem, index = str(record[o.field]), ctx.task.info["index"]
@@ -182,15 +178,7 @@ class Reasoning(Method):
                 **{key: chosen[key] for key in ("answer_from", "truncated", "raw")},
                 **({"check": check} if check else {}),
             },
-            lineage=make_lineage(
-                self.name,
-                ctx.model.name,
-                template_hash=self.template_hash,
-                params=o.params.to_dict(),
-                seed=o.seed,
-                index=index,
-                parent_id=record.get("id"),
-            ),
+            lineage=self.lineage(ctx, index=index, parent_id=record.get("id")),
             carry={**record, "correct": correct} if o.check else record,
         )
 

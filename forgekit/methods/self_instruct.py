@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from forgekit.data.io import read_records
-from forgekit.data.records import fingerprint, make_lineage, make_record
+from forgekit.data.records import fingerprint, make_record
 from forgekit.data.text import detect_script, length_units
 from forgekit.engine import RunContext
 from forgekit.errors import ConfigError
@@ -211,9 +211,9 @@ class SelfInstruct(Method):
         self.shots = "\n\n".join(
             shot.format(task=s["instruction"], answer=answer[s["is_classification"]]) for s in shots
         )
-        params = {"instruction": o.instruction_params.to_dict()}
-        params["instance"] = o.instance_params.to_dict()
-        self.lineage = dict(template_hash=fingerprint(self.text, 12), params=params, seed=o.seed)
+        self.template_hash = fingerprint(self.text, 12)
+        self.params = {"instruction": o.instruction_params.to_dict()}
+        self.params["instance"] = o.instance_params.to_dict()
         self.kept: list[dict[str, Any]] = []  # the new tasks that passed, in prompt order
         self.candidates = self.prompts = 0
         return []
@@ -274,7 +274,7 @@ class SelfInstruct(Method):
                 "candidates": candidates,
                 "truncated": truncated,
             },
-            lineage=make_lineage(self.name, ctx.model.name, index=index, **self.lineage),
+            lineage=self.lineage(ctx, params=self.params, index=index),
         )
 
     def admit(self, batch: dict[str, Any]) -> None:
@@ -336,7 +336,6 @@ class SelfInstruct(Method):
         if not output:
             self.counts["instance_unparsable"] += 1
             return None
-        lineage = self.lineage | {"index": index, "parent_id": item["batch_id"]}
         return make_record(
             id=ctx.task.id,
             input=task + (f"\n\n{instance_input}" if instance_input else ""),
@@ -350,7 +349,7 @@ class SelfInstruct(Method):
                 "prompt_index": item["prompt_index"],
                 "raw_instance": answer.text,
             },
-            lineage=make_lineage(self.name, ctx.model.name, **lineage),
+            lineage=self.lineage(ctx, params=self.params, index=index, parent_id=item["batch_id"]),
         )
 
     def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from forgekit.data.records import make_lineage
 from forgekit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -189,8 +190,9 @@ class Method:
 
     @property
     def limit(self) -> int | None:
-        """Stop after this many records (None: when the items run out)."""
-        return None
+        """Stop after this many records: the method's `n` option, if it has one (None: when
+        the items run out)."""
+        return getattr(self.options, "n", None)
 
     async def run(self, stages: Stages, items: Sequence[Any] | Iterable[Any]) -> None:
         await stages.run(items, limit=self.limit)
@@ -202,6 +204,16 @@ class Method:
         return {"counts": dict(self.counts)} if self.counts else {}
 
     # -- helpers for methods ----------------------------------------------------------------
+    def lineage(self, ctx: RunContext, **fields: Any) -> dict[str, Any]:
+        """A record's lineage: this method, `model` (default: the run's), the `template_hash`
+        set in `prepare`, the options' `seed` and `params`, overridden or extended by
+        `fields` (see forgekit.data.records.make_lineage)."""
+        params = getattr(self.options, "params", None)
+        fields.setdefault("template_hash", getattr(self, "template_hash", None))
+        fields.setdefault("seed", getattr(self.options, "seed", None))
+        fields.setdefault("params", params.to_dict() if params is not None else None)
+        return make_lineage(self.name, fields.pop("model", ctx.model.name), **fields)
+
     def input_error(self, where: dict[str, Any], error: BaseException) -> None:
         """An input the method cannot use (e.g. an unreadable file): it is not fatal; the
         engine records it in the run's errors (and the .errors.jsonl next to `out`)."""

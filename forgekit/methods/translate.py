@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from forgekit.data.records import fingerprint, make_lineage, make_record
+from forgekit.data.records import fingerprint, make_record
 from forgekit.engine import RunContext
 from forgekit.errors import ClientRequestError, ConfigError, ForgeError, RetryableModelError
 from forgekit.methods.parsing import strip_quotes
@@ -144,10 +144,6 @@ class _Transform(Method):
         self.details = {name: getattr(self.options, name) for name in self.detail_options}
         return records
 
-    @property
-    def limit(self) -> int | None:
-        return self.options.n
-
     async def convert(self, ctx: RunContext, text: str, name: str) -> str:
         """One text leaf through the model. A bad answer (empty, cut off, a refusal) is asked
         again, refreshing the cache (else every re-run would get it back), then fails the record."""
@@ -198,15 +194,7 @@ class _Transform(Method):
                 self.name: {**self.details, "fields": done},
                 "original": {f: record[f] for f in changed if f in record},
             },
-            lineage=make_lineage(
-                self.name,
-                ctx.model.name,
-                template_hash=self.template_hash,
-                params=self.options.params.to_dict(),
-                seed=self.options.seed,
-                index=ctx.task.info.get("index"),
-                parent_id=record.get("id"),
-            ),
+            lineage=self.lineage(ctx, index=ctx.task.info.get("index"), parent_id=record.get("id")),
             carry=record,
         )
 

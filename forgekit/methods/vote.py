@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forgekit.data.records import fingerprint, make_lineage, make_record
+from forgekit.data.records import fingerprint, make_record
 from forgekit.engine import RunContext
 from forgekit.errors import ConfigError
 from forgekit.methods.parsing import (
@@ -145,12 +145,10 @@ class Vote(Method):
             output=output,
             system=prompt.system,
             metadata={"votes": list(votes), "winner": winner, "tie_policy": o.tie, **tally},
-            lineage=make_lineage(
-                self.name,
-                sorted({v["model"] for v in votes}),
-                template_hash=self.template_hash,
+            lineage=self.lineage(
+                ctx,
+                model=sorted({v["model"] for v in votes}),
                 params={v.name: v.params.to_dict() for v in self.voters},
-                seed=o.seed,
                 parent_id=prompt.item.get("id"),
                 voters=[v.name for v in self.voters],
             ),

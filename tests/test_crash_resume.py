@@ -29,8 +29,13 @@ print(result.summary())
 
 
 def start(out: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", JOB, str(out)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", JOB, str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def records(path: Path) -> list[dict]:

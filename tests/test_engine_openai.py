@@ -176,8 +176,7 @@ def test_budget_max_requests_stops_cleanly(stub, stub_model, tmp_path, capsys):
 
 def test_budget_max_total_tokens(stub, stub_model):
     # each request: 1 prompt token + 2 completion tokens ("echo: qN")
-    result = run(chat_tasks(20), model=stub_model, config=cfg(max_total_tokens=10,
-                                                              concurrency=1))
+    result = run(chat_tasks(20), model=stub_model, config=cfg(max_total_tokens=10, concurrency=1))
     assert result.status == "stopped" and "max_total_tokens=10" in result.stop_reason
     assert result.stats.ok == 4 and result.stats.tokens == 12
 
@@ -319,7 +318,11 @@ def test_one_model_object_serves_several_runs(stub, stub_model):
     first = run(chat_tasks(2), model=model, config=cfg())
     second = run(chat_tasks(2, prefix="z"), model=model, config=cfg())
     assert [r["output"] for r in first.records + second.records] == [
-        "echo: q0", "echo: q1", "echo: z0", "echo: z1"]
+        "echo: q0",
+        "echo: q1",
+        "echo: z0",
+        "echo: z1",
+    ]
 
 
 def test_cache_refresh_asks_again_and_replaces_the_entry(stub, stub_model):

@@ -26,8 +26,21 @@ from forgekit.models.llama_build import (
 ROOT = Path(__file__).resolve().parent.parent
 
 SAPPHIRE_RAPIDS = {
-    "avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512bw", "avx512vl", "avx512dq",
-    "avx512vbmi", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "bmi2",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512dq",
+    "avx512vbmi",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
 }
 HASWELL = {"avx", "avx2", "fma", "f16c", "bmi2"}
 SANDY_BRIDGE = {"avx"}
@@ -72,7 +85,10 @@ def test_the_script_runs_without_forgekit_installed(tmp_path):
     script = ROOT / "forgekit" / "models" / "llama_build.py"
     out = subprocess.run(
         [sys.executable, "-S", "-I", str(script), "cmake-args"],
-        capture_output=True, text=True, cwd=tmp_path, check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
     ).stdout
     assert "-DGGML_NATIVE=OFF" in out or not out.strip()  # empty only on non-x86 machines
     assert "AMX_INT8=ON" not in out
@@ -111,8 +127,11 @@ def run_script(code: str, folder: Path, tmp_path: Path) -> subprocess.CompletedP
         "FORGEKIT_NO_WIDGETS": "1",
     }
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-        env=env, cwd=tmp_path,
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
 
 
@@ -159,23 +178,27 @@ def test_a_crashing_build_leaves_the_jupyter_kernel_alive(tmp_path, monkeypatch)
     monkeypatch.setenv("FORGEKIT_NO_WIDGETS", "1")
     km, kc = start_new_kernel(kernel_name="python3", startup_timeout=120, cwd=str(tmp_path))
     try:
-        assert kc.execute_interactive("%load_ext forgekit", timeout=120)["content"][
-            "status"] == "ok"
+        assert (
+            kc.execute_interactive("%load_ext forgekit", timeout=120)["content"]["status"] == "ok"
+        )
         kc.execute_interactive("kept = 41", timeout=60)
         outputs: list[dict] = []
         reply = kc.execute_interactive(
-            "%forge magpie -n 2 --model local --out m.jsonl", timeout=300,
+            "%forge magpie -n 2 --model local --out m.jsonl",
+            timeout=300,
             output_hook=lambda msg: outputs.append(msg),
         )
         text = json.dumps([m["content"] for m in outputs])
         assert reply["content"]["status"] == "error"
         assert "crashed with SIGSEGV" in text and "CMAKE_ARGS" in text
         assert km.is_alive()
-        reply = kc.execute_interactive("kept + 1", timeout=60,
-                                       output_hook=lambda msg: outputs.append(msg))
+        reply = kc.execute_interactive(
+            "kept + 1", timeout=60, output_hook=lambda msg: outputs.append(msg)
+        )
         assert reply["content"]["status"] == "ok"
-        results = [m["content"]["data"]["text/plain"] for m in outputs
-                   if m["msg_type"] == "execute_result"]
+        results = [
+            m["content"]["data"]["text/plain"] for m in outputs if m["msg_type"] == "execute_result"
+        ]
         assert results == ["42"]  # the kernel's variables survived
     finally:
         kc.stop_channels()
@@ -206,7 +229,8 @@ def test_the_installed_build_passes_and_the_verdict_is_remembered(tmp_path, monk
 def test_check_command_reports_a_working_build():
     proc = subprocess.run(
         [sys.executable, "-m", "forgekit.models.llama_build", "check"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr
     assert "build OK" in proc.stdout

@@ -5,8 +5,8 @@ import asyncio
 import pytest
 
 from forgekit.methods import magpie
-from forgekit.models.chat_formats import CHAT_FORMATS, pre_query_text
 from forgekit.models import SamplingParams, get_model
+from forgekit.models.chat_formats import CHAT_FORMATS, pre_query_text
 
 pytestmark = pytest.mark.model
 
@@ -18,8 +18,10 @@ def local():
 
 def test_chat_answers_with_usage(local):
     completion = asyncio.run(
-        local.chat([{"role": "user", "content": "Write one sentence about the sea."}],
-                   SamplingParams(max_tokens=24, temperature=0.0))
+        local.chat(
+            [{"role": "user", "content": "Write one sentence about the sea."}],
+            SamplingParams(max_tokens=24, temperature=0.0),
+        )
     )
     # A 135M model's facts are unreliable; its English and its use of the template are not.
     assert len(completion.text.split()) >= 4
@@ -33,8 +35,10 @@ def test_chat_answers_with_usage(local):
 def test_raw_completion_writes_a_user_query_from_the_pre_query_template(local):
     prompt = pre_query_text(CHAT_FORMATS["smollm2"], None, [])
     completion = asyncio.run(
-        local.complete(prompt, SamplingParams(max_tokens=48, temperature=1.0, seed=0,
-                                              stop=("<|im_end|>", "\n")))
+        local.complete(
+            prompt,
+            SamplingParams(max_tokens=48, temperature=1.0, seed=0, stop=("<|im_end|>", "\n")),
+        )
     )
     text = completion.text.strip()
     assert len(text.split()) >= 3

@@ -6,9 +6,9 @@ import pytest
 
 from forgekit.cli import execute, parse
 from forgekit.cli import main as cli_main
+from forgekit.data.text import truncate_text
 from forgekit.errors import ConfigError
 from forgekit.methods import cosmopedia
-from forgekit.data.text import truncate_text
 from forgekit.models.scripted import ScriptedModel
 from tests.conftest import read_jsonl
 

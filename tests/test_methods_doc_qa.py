@@ -7,9 +7,9 @@ import itertools
 import pytest
 
 from forgekit.cli import main as cli_main
+from forgekit.data.text import chunk_text
 from forgekit.errors import ConfigError
 from forgekit.methods import doc_qa
-from forgekit.data.text import chunk_text
 from forgekit.methods.doc_qa import parse_qa_pairs, read_document
 from forgekit.models.scripted import ScriptedModel
 from forgekit.runfile import run_file

@@ -3,9 +3,9 @@
 import pytest
 from pydantic import BaseModel
 
+from forgekit.data.schema import extract_json
 from forgekit.errors import ConfigError
 from forgekit.methods import generate
-from forgekit.methods.prompting import extract_json
 from tests.conftest import read_jsonl
 
 QUIET = {"progress": False}

@@ -8,8 +8,8 @@ from forgekit.cli import execute, parse
 from forgekit.cli import main as cli_main
 from forgekit.errors import ConfigError
 from forgekit.methods import judge
-from forgekit.methods.parsing import parse_labeled
 from forgekit.methods.judge import _LABELS, DIFFICULTY, QUALITY, match_label, match_language
+from forgekit.methods.parsing import parse_labeled
 from forgekit.models.scripted import ScriptedModel
 from tests.conftest import read_jsonl
 

@@ -9,9 +9,10 @@ from dataclasses import replace
 import pytest
 
 from forgekit.cli import main as cli_main
+from forgekit.data.records import replace_leaf as put
+from forgekit.data.records import text_leaves
 from forgekit.errors import ConfigError
 from forgekit.methods import rewrite, translate
-from forgekit.methods.translate import put, text_leaves
 from forgekit.models.scripted import ScriptedModel
 from tests.conftest import read_jsonl
 

@@ -38,12 +38,17 @@ SMALL = {
     "evaluate": ({}, {"deduplicated.jsonl": 4}),
     "pipeline": ({"n": 2, "max_tokens": 24}, {"magpie.jsonl": 2, "sft.jsonl": 1}),
     "quickstart": ({"n": 2, "max_tokens": 24}, {"quickstart.jsonl": 2}),
-    "end_to_end": ({"max_tokens": 24, "topics_list": ["volcanoes", "fractions"]},
-                   {"seeds.jsonl": 2, "sft.jsonl": 1}),
+    "end_to_end": (
+        {"max_tokens": 24, "topics_list": ["volcanoes", "fractions"]},
+        {"seeds.jsonl": 2, "sft.jsonl": 1},
+    ),
     "diversity_analysis": ({"n_records": 30}, {}),
 }
-FILES = {"evaluate": ["diversity_report.html"], "pipeline": ["report.html"],
-         "diversity_analysis": ["diversity_report.html"]}
+FILES = {
+    "evaluate": ["diversity_report.html"],
+    "pipeline": ["report.html"],
+    "diversity_analysis": ["diversity_report.html"],
+}
 
 
 def test_every_notebook_has_a_test_entry():
@@ -60,8 +65,12 @@ def test_notebook_runs(path: Path, tmp_path, monkeypatch):
         assert info["help"], f"{path.name}: parameter {name} has no help text"
     executed = tmp_path / f"{path.stem}.out.ipynb"
     papermill.execute_notebook(
-        str(path), str(executed), parameters=params, cwd=str(tmp_path),
-        progress_bar=False, kernel_name="python3",
+        str(path),
+        str(executed),
+        parameters=params,
+        cwd=str(tmp_path),
+        progress_bar=False,
+        kernel_name="python3",
     )
     nb = nbformat.read(executed, as_version=4)
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]

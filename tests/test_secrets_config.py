@@ -37,18 +37,33 @@ def test_no_file_written_contains_the_key(stub, tmp_path, monkeypatch):
     out_dir = tmp_path / "out"
     # A 400 whose body echoes the Authorization header: the error log must be scrubbed.
     stub.configure(status=400)
-    failed = run(tasks(3), model="keyed", out=out_dir / "a.jsonl", job={"m": 1},
-                 config=RunConfig(progress=False))
+    failed = run(
+        tasks(3),
+        model="keyed",
+        out=out_dir / "a.jsonl",
+        job={"m": 1},
+        config=RunConfig(progress=False),
+    )
     assert failed.stats.failed == 3
     assert "Bearer ***" in failed.errors[0]["message"]  # the server did echo it
     # A 401 stops the run; the manifest's stop reason carries the message, scrubbed.
     stub.configure(status=401)
     with pytest.raises(ClientRequestError):
-        run(tasks(3), model="keyed", out=out_dir / "b.jsonl", job={"m": 1},
-            config=RunConfig(progress=False))
+        run(
+            tasks(3),
+            model="keyed",
+            out=out_dir / "b.jsonl",
+            job={"m": 1},
+            config=RunConfig(progress=False),
+        )
     stub.configure()
-    ok = run(tasks(3), model="keyed", out=out_dir / "c.jsonl", job={"m": 1},
-             config=RunConfig(progress=False))
+    ok = run(
+        tasks(3),
+        model="keyed",
+        out=out_dir / "c.jsonl",
+        job={"m": 1},
+        config=RunConfig(progress=False),
+    )
     assert ok.stats.ok == 3
     written = all_written_bytes(tmp_path / "out") + all_written_bytes(tmp_path / "cache")
     assert len(written) > 500
@@ -98,15 +113,29 @@ def test_cli_config_and_models_never_print_keys(stub, tmp_path, monkeypatch):
     monkeypatch.setenv("MY_ENDPOINT_KEY", KEY)
     write_profile(tmp_path, monkeypatch, stub.url, name="keyed", api_key_env="MY_ENDPOINT_KEY")
     for argv in (["config", "--model", "keyed"], ["models", "--check"]):
-        proc = subprocess.run([sys.executable, "-m", "forgekit.cli", *argv],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "forgekit.cli", *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 0, proc.stderr
         assert KEY not in proc.stdout + proc.stderr
-    assert '"api_key_set": true' in subprocess.run(
-        [sys.executable, "-m", "forgekit.cli", "config", "--model", "keyed"],
-        capture_output=True, text=True, timeout=60).stdout
-    models = subprocess.run([sys.executable, "-m", "forgekit.cli", "models", "--check"],
-                            capture_output=True, text=True, timeout=60).stdout
+    assert (
+        '"api_key_set": true'
+        in subprocess.run(
+            [sys.executable, "-m", "forgekit.cli", "config", "--model", "keyed"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    )
+    models = subprocess.run(
+        [sys.executable, "-m", "forgekit.cli", "models", "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     assert "keyed" in models and "yes" in models and "local" in models
 
 
@@ -117,8 +146,12 @@ def test_cli_errors_are_one_line(tmp_path):
         (["frobnicate"], "invalid choice: 'frobnicate'"),
     ]
     for argv, expected in cases:
-        proc = subprocess.run([sys.executable, "-m", "forgekit.cli", *argv],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "forgekit.cli", *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode != 0
         assert expected in proc.stderr
         assert "Traceback" not in proc.stderr

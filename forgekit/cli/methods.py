@@ -132,9 +132,7 @@ def _add_value(group: Any, field: dataclasses.Field, info: OptionInfo, hint: Any
 class _ListAction(argparse.Action):
     """A list option's values, apart by spaces or commas, converted and checked one by one."""
 
-    def __init__(
-        self, *args: Any, convert: Any, allowed: Any, extend: bool, **kwargs: Any
-    ) -> None:
+    def __init__(self, *args: Any, convert: Any, allowed: Any, extend: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.convert, self.allowed, self.extend = convert, allowed, extend
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,6 +70,15 @@ class RunStats:
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def total(cls, results: Iterable[RunResult]) -> RunStats:
+        """The counters of several runs (a method's stages), added up."""
+        total = cls()
+        for result in results:
+            for name in cls.__dataclass_fields__:
+                setattr(total, name, getattr(total, name) + getattr(result.stats, name))
+        return total
 
 
 @dataclass

@@ -8,7 +8,6 @@ the call with an error naming the variable and the item, and nothing is spent.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,25 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from forgekit.data.records import fingerprint, make_record
+from forgekit.data.schema import schema_from_text
 from forgekit.engine import RunContext
-from forgekit.errors import ConfigError
-from forgekit.methods.prompting import PromptTemplate, ResponseParser, chat_messages
+from forgekit.methods.prompting import Prompt, ResponseParser, chat_messages, render_prompts
 from forgekit.methods.spec import Method, option, sampling, template
 from forgekit.models import SamplingParams
-
-
-def schema_from_text(value: str) -> dict[str, Any]:
-    """A JSON schema from a file path or from JSON text (the command line's --schema)."""
-    path = Path(value)
-    try:
-        schema = json.loads(path.read_text(encoding="utf-8") if path.is_file() else value)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"--schema {value}: not a JSON-schema file or JSON text ({exc})"
-        ) from None
-    if not isinstance(schema, dict):
-        raise ConfigError(f"--schema {value}: a JSON schema must be an object")
-    return schema
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,14 +49,10 @@ class GenerateOptions:
 
 
 @dataclass(frozen=True)
-class Prompt:
-    """One request: an input record, rendered, and which of its samples this is."""
+class Sample(Prompt):
+    """One request: a rendered input record, and which of its samples this is."""
 
-    item: dict[str, Any]
-    position: int
-    sample: int
-    system: str | None
-    user: str
+    sample: int = 0
 
 
 class Generate(Method):
@@ -85,26 +66,18 @@ class Generate(Method):
     Options = GenerateOptions
     inputs = "optional"
 
-    def prepare(self, records: list[dict[str, Any]]) -> list[Prompt]:
+    def prepare(self, records: list[dict[str, Any]]) -> list[Sample]:
         o = self.options
         parse = "json" if o.schema is not None and o.parse is None else o.parse
         self.parser = ResponseParser(parse, o.schema) if parse is not None else None
-        user = PromptTemplate(o.user, what="user template")
-        system = (
-            PromptTemplate(o.system, what="system template", kind="system") if o.system else None
-        )
         self.template_hash = fingerprint([o.user, o.system], 12)
-        prompts = []
-        for position, item in enumerate(records):  # render all: a bad item fails the call now
-            system_text = (system.render(item, position) or None) if system else None
-            text = user.render(item, position)
-            prompts += [Prompt(item, position, s, system_text, text) for s in range(o.samples)]
-        return prompts
+        prompts = render_prompts(o.user, o.system, records)  # all: a bad item fails the call now
+        return [Sample(**vars(p), sample=s) for p in prompts for s in range(o.samples)]
 
-    def key(self, prompt: Prompt) -> Any:
+    def key(self, prompt: Sample) -> Any:
         return prompt.item
 
-    async def produce(self, ctx: RunContext, prompt: Prompt) -> dict[str, Any]:
+    async def produce(self, ctx: RunContext, prompt: Sample) -> dict[str, Any]:
         params = SamplingParams.coerce(self.options.params, seed=self.options.seed + prompt.sample)
         answer = await ctx.chat(chat_messages(prompt.system, prompt.user), params=params)
         metadata: dict[str, Any] = {

@@ -137,9 +137,6 @@ class LabelSet:
                 rest = pattern.sub(" ", rest)  # "very hard" must not also count as "hard"
         return found.pop() if len(found) == 1 else None
 
-    def describe(self) -> dict[str, Any]:
-        return {"labels": self.labels, "aliases": dict(self._lookup), "match": self.match}
-
 
 def parse_aliases(pairs: Sequence[str] | None) -> dict[str, str]:
     """`pos=positive` pairs (the command line's --alias) as a dict."""

@@ -5,14 +5,13 @@ callable)."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forgekit.data.records import fingerprint
+from forgekit.data.schema import extract_json, schema_validator
 from forgekit.errors import ConfigError
 
 # --- templates --------------------------------------------------------------------------
@@ -71,10 +70,6 @@ class PromptTemplate:
             ) from None
         self.variables = frozenset(meta.find_undeclared_variables(parsed))
         self._template = env.from_string(source)
-
-    @property
-    def hash(self) -> str:
-        return fingerprint(self.source, 12)
 
     def context(
         self, item: Mapping[str, Any], position: int, extra: Mapping[str, Any] | None = None
@@ -157,69 +152,6 @@ def render_prompts(
 
 # --- parsing responses ------------------------------------------------------------------
 ParseResult = tuple[Any, str | None]  # (parsed value or None, error message or None)
-_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
-
-
-def extract_json(text: str) -> Any:
-    """The JSON value in a response: the whole text, a ```json fence, or the first balanced
-    {...} / [...] span. Raises ValueError when there is none."""
-    candidates = [text.strip()]
-    candidates += [m.group(1).strip() for m in _FENCE.finditer(text)]
-    decoder = json.JSONDecoder()
-    for candidate in candidates:
-        try:
-            return json.loads(candidate)
-        except ValueError:
-            pass
-    for start, char in enumerate(text):
-        if char in "{[":
-            try:
-                value, _ = decoder.raw_decode(text[start:])
-                return value
-            except ValueError:
-                continue
-    raise ValueError("no JSON object or array in the response")
-
-
-def _schema_validator(schema: Any) -> Callable[[Any], Any]:
-    """A validator for a JSON-schema dict or a pydantic model class."""
-    try:
-        from pydantic import BaseModel
-    except ImportError:  # pragma: no cover - pydantic is a dependency
-        BaseModel = None  # type: ignore[assignment]
-    if BaseModel is not None and isinstance(schema, type) and issubclass(schema, BaseModel):
-
-        def check_model(value: Any) -> Any:
-            from pydantic import ValidationError
-
-            try:
-                return schema.model_validate(value).model_dump(mode="json")
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                where = ".".join(str(p) for p in err["loc"]) or "(root)"
-                raise ValueError(f"schema: {where}: {err['msg']}") from None
-
-        return check_model
-    if isinstance(schema, Mapping):
-        import jsonschema
-
-        try:
-            jsonschema.validators.validator_for(schema).check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            raise ConfigError(f"schema is not a valid JSON schema: {exc.message}") from None
-        validator = jsonschema.validators.validator_for(schema)(schema)
-
-        def check_schema(value: Any) -> Any:
-            error = next(iter(sorted(validator.iter_errors(value), key=str)), None)
-            if error is not None:
-                where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-                raise ValueError(f"schema: {where}: {error.message}")
-            return value
-
-        return check_schema
-    raise ConfigError(
-        f"schema must be a JSON-schema dict or a pydantic model class, got {type(schema).__name__}"
-    )
 
 
 class ResponseParser:
@@ -229,7 +161,7 @@ class ResponseParser:
 
     def __init__(self, parse: str | re.Pattern | Callable[[str], Any], schema: Any = None):
         self.schema = schema
-        self._validate = _schema_validator(schema) if schema is not None else None
+        self._validate = schema_validator(schema) if schema is not None else None
         if isinstance(parse, str) and parse.lower() == "json":
             self.kind, self.spec = "json", "json"
         elif isinstance(parse, (str, re.Pattern)):
@@ -250,12 +182,6 @@ class ResponseParser:
             raise ConfigError(
                 f"parse must be a regex string, 'json' or a callable, got {type(parse).__name__}"
             )
-
-    def describe(self) -> dict[str, Any]:
-        schema = self.schema
-        if isinstance(schema, type):
-            schema = f"{schema.__module__}.{schema.__qualname__}"
-        return {"kind": self.kind, "spec": self.spec, "schema": schema}
 
     def __call__(self, text: str) -> ParseResult:
         try:

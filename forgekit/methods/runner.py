@@ -21,13 +21,12 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from forgekit.data.records import fingerprint, record_id
+from forgekit.data.records import fingerprint, jsonable, record_id
 from forgekit.engine import RunConfig, RunResult, RunStats, Task, arun, run_sync
 from forgekit.errors import ConfigError
 from forgekit.methods.prompting import load_template
@@ -118,30 +117,10 @@ def identity(cls: type[Method], options: Any) -> dict[str, Any]:
     for field, info in options_of(cls.Options):
         value = getattr(options, field.name)
         if callable(info.identity):
-            found[field.name] = _jsonable(info.identity(value))
+            found[field.name] = jsonable(info.identity(value))
         elif info.identity:
-            found[field.name] = _jsonable(value)
+            found[field.name] = jsonable(value)
     return found
-
-
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, SamplingParams):
-        return value.to_dict()
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (Path, re.Pattern)):
-        return str(value.pattern if isinstance(value, re.Pattern) else value)
-    if isinstance(value, Model):
-        return value.identity
-    if isinstance(value, type) and hasattr(value, "model_json_schema"):  # a pydantic model
-        return {"class": value.__qualname__, "schema": value.model_json_schema()}
-    if callable(value):
-        return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', value)}"
-    return repr(value)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -244,7 +223,7 @@ class Run:
         return self.combined()
 
     def spent(self) -> RunStats:
-        return total_stats(self.results)
+        return RunStats.total(self.results)
 
     def stage_config(self, label: str | None, out: Path | None) -> RunConfig:
         """Budgets cover the whole call; only the first stage that writes a file may move an
@@ -267,7 +246,7 @@ class Run:
             return RunResult(records=[], stats=RunStats(), status="completed")
         main = [r for r, kept in zip(self.results, self.kept) if kept]
         halted = next((r for r in self.results if r.status != "completed"), self.results[-1])
-        stats, counts = self.spent(), total_stats(main)
+        stats, counts = self.spent(), RunStats.total(main)
         for name in ("ok", "failed", "filtered", "skipped"):
             setattr(stats, name, getattr(counts, name))
         return RunResult(
@@ -278,14 +257,6 @@ class Run:
             out=main[-1].out if main else None,
             errors=[e for result in self.results for e in result.errors],
         )
-
-
-def total_stats(results: Iterable[RunResult]) -> RunStats:
-    total = RunStats()
-    for result in results:
-        for name in RunStats.__dataclass_fields__:
-            setattr(total, name, getattr(total, name) + getattr(result.stats, name))
-    return total
 
 
 def _left(limit: float | None, used: float) -> Any:

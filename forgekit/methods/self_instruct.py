@@ -26,12 +26,12 @@ import yaml
 from forgekit.data.io import read_records
 from forgekit.data.records import fingerprint, make_record
 from forgekit.data.text import detect_script, length_units
-from forgekit.engine import RunContext
+from forgekit.engine import RunContext, RunStats
 from forgekit.errors import ConfigError
 from forgekit.evaluate.rouge import RougePool
 from forgekit.methods.parsing import parse_labeled, parse_numbered_list, parse_yes_no, strip_quotes
 from forgekit.methods.prompting import chat_messages
-from forgekit.methods.runner import Stages, total_stats
+from forgekit.methods.runner import Stages
 from forgekit.methods.samplers import with_seed
 from forgekit.methods.spec import Method, option, sampling
 from forgekit.models import SamplingParams
@@ -246,7 +246,7 @@ class SelfInstruct(Method):
         instances = await stages.run(self.kept, produce=self.instance, limit=o.n)
         self.details = {
             "instructions_out": str(results[0].out) if results[0].out else None,
-            "stats_all_stages": asdict(total_stats([*results, instances.result])),
+            "stats_all_stages": asdict(RunStats.total([*results, instances.result])),
         }
 
     # -- stage 1: prompts -> candidate tasks -------------------------------------------------

@@ -12,12 +12,11 @@ to the errors file, never half-translated, and a re-run retries it. The original
 
 from __future__ import annotations
 
-import copy
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from forgekit.data.records import fingerprint, make_record
+from forgekit.data.records import fingerprint, make_record, replace_leaf, text_leaves
 from forgekit.engine import RunContext
 from forgekit.errors import ClientRequestError, ConfigError, ForgeError, RetryableModelError
 from forgekit.methods.parsing import strip_quotes
@@ -62,29 +61,6 @@ _FATAL = (401, 403, 404)  # a bad key or endpoint: the engine stops the whole ru
 
 class FieldError(ForgeError):
     """One text field of a record could not be processed; the record is not written."""
-
-
-def text_leaves(value: Any, path: tuple = ()) -> list[tuple[tuple, str]]:
-    """(path, text) of every non-empty string inside `value`; in a dict only `content` (or
-    else `text`) is text: roles, names and other keys are structure."""
-    if isinstance(value, str):
-        return [(path, value)] if value.strip() else []
-    if isinstance(value, dict):
-        keys = [k for k in ("content", "text") if k in value][:1]
-        return [leaf for k in keys for leaf in text_leaves(value[k], (*path, k))]
-    if isinstance(value, (list, tuple)):
-        return [leaf for i, v in enumerate(value) for leaf in text_leaves(v, (*path, i))]
-    return []
-
-
-def put(value: Any, path: tuple, text: str) -> Any:
-    """`value` with the leaf at `path` replaced (containers are copied, never mutated)."""
-    if not path:
-        return text
-    head, *rest = path
-    clone = list(value) if isinstance(value, tuple) else copy.copy(value)
-    clone[head] = put(value[head], tuple(rest), text)
-    return tuple(clone) if isinstance(value, tuple) else clone
 
 
 def comma_list(text: str) -> tuple[str, ...]:
@@ -173,7 +149,7 @@ class _Transform(Method):
         for field in [f for f in self.fields if record.get(f) is not None]:
             for path, text in text_leaves(record[field]):
                 name = field + "".join(f"[{p!r}]" for p in path)  # e.g. history[1][0]
-                new[field] = put(new[field], path, await self.convert(ctx, text, name))
+                new[field] = replace_leaf(new[field], path, await self.convert(ctx, text, name))
                 done.append(name)
         if self.respond:
             question = chat_messages(None, str(new.get("input") or ""))

@@ -1,6 +1,7 @@
 """Facts about plain text that several layers need: which script it is written in (CJK or
-space-delimited), how long it is in words, where a model's `<think>` block is, and how to
-cut it (truncation at a boundary, paragraph-aware chunks with offsets).
+space-delimited), how long it is in words, English stop words, where a model's `<think>`
+block is, how to cut it (truncation at a boundary, paragraph-aware chunks with offsets) and
+where a quote is in it.
 
 Methods (magpie, self_instruct, reasoning), evaluation (MinHash shingles, ROUGE) and the data
 merger all use these; they live here, in the lowest layer, so there is one definition each.
@@ -27,6 +28,17 @@ CJK_CLASS = "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in CJK_RANGES)
 CJK_RE = re.compile(f"[{CJK_CLASS}]")
 _CJK_RUN_RE = re.compile(f"[{CJK_CLASS}]+")
 _SPACE_PUNCT_RE = re.compile(r"[\W_]+")
+
+# English words that carry no content: a text made only of these says nothing.
+_STOP_WORDS_TEXT = (
+    "a an the and or but if then so of to in on at by for with from as is are was were "
+    "be been being am do does did done have has had it its this that these those there "
+    "here i me my we our you your he him his she her they them their what which who whom "
+    "whose why how when where not no yes ok okay all any some such only just very too "
+    "also than can could will would shall should may might must about into over under "
+    "again out up down off oh ah um uh well hmm "
+)
+STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
 
 # A text whose letters are at least this share CJK is treated as CJK (per character).
 CJK_FRACTION = 0.3
@@ -215,3 +227,13 @@ def chunk_text(text: str, size: int = 1000, overlap: int = 200, unit: str = "cha
             k -= 1
         i = k
     return chunks
+
+
+def find_quote(text: str, quote: str, offset: int = 0) -> tuple[int, int] | None:
+    """(start, end) of `quote` in `text`, found verbatim but for case and runs of whitespace,
+    shifted by `offset` (where `text` starts in a larger document); None when absent."""
+    if not quote.strip():
+        return None
+    pattern = r"\s+".join(re.escape(word) for word in quote.split())
+    match = re.search(pattern, text, re.IGNORECASE)
+    return None if match is None else (offset + match.start(), offset + match.end())

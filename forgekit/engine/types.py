@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,10 +90,23 @@ class RunResult:
     out: Path | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
 
-    def to_dataframe(self):
+    def to_dataframe(self, **details: Any):
+        """The records as a DataFrame that remembers how the run went: status, summary,
+        stats, output file and errors — and `details` (e.g. a method's counts) — in
+        `df.attrs['forgekit']`."""
         from forgekit.data.io import records_to_dataframe
 
-        return records_to_dataframe(self.records)
+        df = records_to_dataframe(self.records)
+        df.attrs["forgekit"] = {
+            "status": self.status,
+            "stop_reason": self.stop_reason,
+            "summary": self.summary(),
+            "stats": asdict(self.stats),
+            "out": str(self.out) if self.out else None,
+            "errors": self.errors,
+            **details,
+        }
+        return df
 
     def summary(self) -> str:
         s = self.stats

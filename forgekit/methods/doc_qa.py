@@ -20,7 +20,7 @@ from typing import Any
 
 from forgekit.data.documents import Document, DocumentError, find_documents, read_document
 from forgekit.data.records import fingerprint, make_record
-from forgekit.data.text import Chunk, chunk_text
+from forgekit.data.text import Chunk, chunk_text, find_quote
 from forgekit.engine import RunContext
 from forgekit.methods.parsing import parse_labeled, strip_quotes
 from forgekit.methods.prompting import chat_messages
@@ -65,19 +65,6 @@ def parse_qa_pairs(text: str) -> list[dict[str, str]]:
             evidence = strip_quotes(fields.get("evidence", "").strip())
             pairs.append({"question": question, "answer": answer, "evidence": evidence})
     return pairs
-
-
-def locate(evidence: str, chunk: Chunk) -> tuple[int, int] | None:
-    """Document offsets of the evidence quote when the chunk holds it verbatim (ignoring
-    case and runs of whitespace); None otherwise."""
-    if not evidence:
-        return None
-    words = evidence.split()
-    pattern = r"\s+".join(re.escape(w) for w in words)
-    match = re.search(pattern, chunk.text, re.IGNORECASE)
-    if match is None:
-        return None
-    return chunk.start + match.start(), chunk.start + match.end()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,7 +161,7 @@ class DocQA(Method):
         if q >= len(pairs):
             self.counts["no_pair_parsed"] += 1
             return None
-        where = locate(pairs[q]["evidence"], chunk)
+        where = find_quote(chunk.text, pairs[q]["evidence"], offset=chunk.start)
         if self.options.require_evidence and where is None:
             self.counts["ungrounded"] += 1
             return None

@@ -23,6 +23,7 @@ from functools import partial
 from typing import Any
 
 from forgekit.data.records import fingerprint, make_record, record_id
+from forgekit.data.text import STOP_WORDS
 from forgekit.engine import RunContext
 from forgekit.errors import ConfigError
 from forgekit.methods.parsing import item_rng, normalize_text
@@ -95,17 +96,6 @@ TEMPLATE_WORDS = (
     "#rewritten prompt#",
     "#created prompt#",
 )
-# Words that carry no content: a response made only of these says nothing.
-_STOP_WORDS_TEXT = (
-    "a an the and or but if then so of to in on at by for with from as is are was were "
-    "be been being am do does did done have has had it its this that these those there "
-    "here i me my we our you your he him his she her they them their what which who whom "
-    "whose why how when where not no yes ok okay all any some such only just very too "
-    "also than can could will would shall should may might must about into over under "
-    "again out up down off oh ah um uh well hmm "
-)
-STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
-_WORD = re.compile(r"\w+")
 
 
 # --- elimination rules ------------------------------------------------------------------------
@@ -120,7 +110,7 @@ def is_sorry_response(response: str, max_words: int = 80) -> bool:
 
 def is_empty_response(response: str) -> bool:
     """Only punctuation and stop words (or nothing at all)."""
-    return all(word in STOP_WORDS for word in _WORD.findall(response.lower()))
+    return all(word in STOP_WORDS for word in re.findall(r"\w+", response.lower()))
 
 
 def judge_verdict(text: str) -> str:

@@ -23,7 +23,7 @@ from forgekit.methods.runner import Stages
 from forgekit.methods.samplers import with_seed
 from forgekit.methods.spec import Method, model_option, option, sampling
 from forgekit.models import Model, SamplingParams
-from forgekit.models.chat_formats import CHAT_FORMATS, ChatFormat, pre_query_text
+from forgekit.models.chat_formats import CHAT_FORMATS, pre_query_text
 
 # --- filters ---------------------------------------------------------------------------
 _TEMPLATE_MARKERS = re.compile(
@@ -31,12 +31,6 @@ _TEMPLATE_MARKERS = re.compile(
     r"^(user|assistant|system|model)\s*[:\n]",
     re.IGNORECASE,
 )
-
-
-def clean_instruction(text: str, fmt: ChatFormat) -> str:
-    for stop in fmt.stops:
-        text = text.split(stop, 1)[0]
-    return text.strip()
 
 
 def query_problem(text: str, *, min_words: int, language: str | None, seen: set[str]) -> str | None:
@@ -147,7 +141,7 @@ class Magpie(Method):
             params = with_seed(self.instruction_params, o.seed, index, salt=turn)
             generated = await ctx.complete(prompt, params=params)
             raw_instructions.append(generated.text)
-            instruction = clean_instruction(generated.text, fmt)
+            instruction = fmt.cut(generated.text)
             problem = query_problem(
                 instruction, min_words=o.min_words, language=o.language, seen=self.seen
             )

@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,7 +31,7 @@ from forgekit.errors import ConfigError
 from forgekit.methods.prompting import load_template
 from forgekit.methods.samplers import model_key
 from forgekit.methods.spec import Method, is_required, options_of
-from forgekit.models import Model, SamplingParams, get_model
+from forgekit.models import Model, ModelPool, SamplingParams
 
 # Keywords every method accepts and hands to the engine (see RunConfig).
 RUN_OPTIONS = tuple(f for f in RunConfig.__dataclass_fields__ if f != "description")
@@ -51,7 +50,7 @@ def call(cls: type[Method], data: Any, kwargs: dict[str, Any]):
     items = method.prepare(read_input(cls, data))
     run = Run(method, models, out, config, job)
     result = run_sync(lambda: run.execute(items))
-    return frame(result, method=cls.name, **method.summary(result.records))
+    return result.to_dataframe(method=cls.name, **method.summary(result.records))
 
 
 # -- options -------------------------------------------------------------------------------
@@ -133,7 +132,8 @@ class Models:
     `model=`, its first is the main one."""
 
     def __init__(self, model: str | Model | None, options: Any) -> None:
-        self._by_name: dict[str | None, Model] = {}
+        self.pool = ModelPool()
+        self._resolve = self.pool.get
         listed = getattr(options, "models", None)
         if model is not None and listed:
             raise ConfigError("give either model= or models=, not both")
@@ -147,20 +147,8 @@ class Models:
                 changes[field.name] = self._resolve(value)
         self.resolved_options = replace(options, **changes) if changes else options
 
-    def _resolve(self, model: str | Model | None) -> Model:
-        if model is not None and not isinstance(model, str):
-            return model
-        if model not in self._by_name:  # one object per name, shared by the options
-            self._by_name[model] = get_model(model)
-        return self._by_name[model]
-
     async def aclose(self) -> None:
-        """Close what this run created (HTTP clients belong to the run's event loop)."""
-        for model in self._by_name.values():
-            try:
-                await model.aclose()
-            except Exception:  # closing must never hide the run's own result or error
-                pass
+        await self.pool.aclose()
 
 
 def read_input(cls: type[Method], data: Any) -> list[Any]:
@@ -330,19 +318,3 @@ def _input_error_tasks(method: Method, job_key: str) -> Iterable[Task]:
 
         task_id = record_id(f"{method.name}/input", {"job": job_key, "where": where})
         yield Task(id=task_id, fn=fail, info=where)
-
-
-def frame(result: RunResult, **details: Any):
-    """The records as a DataFrame; how the run went and the method's details in
-    `df.attrs['forgekit']`."""
-    df = result.to_dataframe()
-    df.attrs["forgekit"] = {
-        "status": result.status,
-        "stop_reason": result.stop_reason,
-        "summary": result.summary(),
-        "stats": dataclasses.asdict(result.stats),
-        "out": str(result.out) if result.out else None,
-        "errors": result.errors,
-        **details,
-    }
-    return df

@@ -1,21 +1,9 @@
 """What a method is: its options, declared once, and its logic — prompts, parse, select.
 
-    @dataclass(frozen=True, kw_only=True)
-    class ShoutOptions:
-        field: str = option("input", help="field holding the text")
-        params: SamplingParams = sampling(temperature=0.0, max_tokens=64, help="each answer")
-
-    class Shout(Method):
-        '''Rewrite each text in capitals.'''          # `forge shout --help` shows this
-        name = "shout"                                # forgekit.methods.shout, `forge shout`
-        help = "rewrite texts in capitals"            # the one line in `forge --help`
-        Options = ShoutOptions
-
-        async def produce(self, ctx, item):
-            text = item[self.options.field]
-            answer = await ctx.chat(chat_messages(None, f"Capitalize: {text}"),
-                                    params=self.options.params)
-            return make_record(id=ctx.task.id, input=text, output=answer.text, carry=item)
+A method is an options dataclass, each field declared with `option`, `template`,
+`model_option` or `sampling` (type, default, help), and a `Method` subclass — `name`, `help`,
+`Options` and `async produce(ctx, item)`: build the prompt, ask the model, parse, keep or
+drop. docs/examples/summarize.py is a complete one.
 
 Everything else — reading the input, run options, resolving models, ids, the engine, stage
 budgets, resume, `df.attrs` — is the runner's (forgekit.methods.runner). The options class

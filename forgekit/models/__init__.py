@@ -6,7 +6,7 @@ from __future__ import annotations
 from forgekit.config import ModelProfile, get_profile
 from forgekit.models.base import Completion, Message, Model, SamplingParams, Usage
 
-__all__ = ["Completion", "Message", "Model", "SamplingParams", "Usage", "get_model"]
+__all__ = ["Completion", "Message", "Model", "ModelPool", "SamplingParams", "Usage", "get_model"]
 
 _INSTANCES: dict[str, Model] = {}
 
@@ -48,3 +48,26 @@ def get_model(model: str | Model | None = None) -> Model:
             _INSTANCES[profile.name] = model_from_profile(profile)
         return _INSTANCES[profile.name]
     return model_from_profile(profile)
+
+
+class ModelPool:
+    """The models of one run, resolved once per name: options that name the same profile
+    share one object. `aclose()` closes the models the pool created (HTTP clients belong to
+    the run's event loop), never a Model object the caller passed in."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str | None, Model] = {}
+
+    def get(self, model: str | Model | None) -> Model:
+        if model is not None and not isinstance(model, str):
+            return model
+        if model not in self._by_name:
+            self._by_name[model] = get_model(model)
+        return self._by_name[model]
+
+    async def aclose(self) -> None:
+        for model in self._by_name.values():
+            try:
+                await model.aclose()
+            except Exception:  # closing must never hide the run's own result or error
+                pass

@@ -30,6 +30,12 @@ class ChatFormat:
         """The left side of a user turn: the pre-query template."""
         return self.turns["user"].split("{content}")[0]
 
+    def cut(self, text: str) -> str:
+        """A completion up to the first of the family's stop strings (one turn's text)."""
+        for stop in self.stops:
+            text = text.split(stop, 1)[0]
+        return text.strip()
+
 
 def _roles(message: str, assistant: str = "assistant", system: bool = True) -> dict[str, str]:
     """The turns of a family whose messages differ only in the role's name ({role})."""

@@ -202,11 +202,12 @@ def test_cli_batch_exits_1_and_names_each_failed_combination(template, tmp_path)
 
 
 def test_magic_batch_shows_the_table_then_fails_the_cell(template, tmp_path, capsys):
+    from IPython import get_ipython
     from IPython.testing.globalipapp import start_ipython
 
     from forgekit.jupyter.magics import MagicError
 
-    ip = start_ipython()
+    ip = start_ipython() or get_ipython()  # one global test shell per process
     ip.run_line_magic("load_ext", "forgekit")
     grid = tmp_path / "g.yaml"
     grid.write_text("cases:\n  - {label: good}\n  - {label: bad, fail: true}\n")

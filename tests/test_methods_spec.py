@@ -93,7 +93,7 @@ def test_models_are_resolved_once_and_the_engine_never_resolves_a_name(monkeypat
     def engine_must_not_resolve(name):
         raise AssertionError(f"the engine resolved {name!r} again")
 
-    monkeypatch.setattr("forgekit.methods.runner.get_model", fake_get_model)
+    monkeypatch.setattr("forgekit.models.get_model", fake_get_model)  # via ModelPool
     monkeypatch.setattr("forgekit.engine.core.get_model", engine_must_not_resolve)
     df = evol(
         [{"input": "Name a fruit."}],

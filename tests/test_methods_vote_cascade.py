@@ -216,7 +216,7 @@ def test_vote_models_are_resolved_once_and_exclude_model(monkeypatch):
     def engine_must_not_resolve(name):
         raise AssertionError(f"the engine resolved {name!r} again")
 
-    monkeypatch.setattr("forgekit.methods.runner.get_model", fake_get_model)
+    monkeypatch.setattr("forgekit.models.get_model", fake_get_model)  # via ModelPool
     monkeypatch.setattr("forgekit.engine.core.get_model", engine_must_not_resolve)
     df = vote([{"input": "The sky?"}], models=["a", "b", "a"], tie="first", **QUIET)
     assert sorted(made) == ["a", "b"]  # one object per name; the first is the main model

@@ -193,9 +193,7 @@ class ForgeMagics(Magics):
         records = list(getattr(run, "records", None) or [])
         where = []
         if records and getattr(args, "output_var", None):
-            from forgekit.methods.runner import frame
-
-            self.shell.user_ns[args.output_var] = frame(run)
+            self.shell.user_ns[args.output_var] = run.to_dataframe()
             where.append(f"variable {args.output_var}")
         if getattr(run, "out", None):
             where.append(str(run.out))

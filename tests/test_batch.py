@@ -7,24 +7,24 @@ import sys
 import nbformat
 import pytest
 
-from forgekit.batch import absolute_inputs, load_grid, run_batch
+from forgekit.batch import absolute_inputs, check_parameters, load_grid, run_batch
 from forgekit.errors import ConfigError
 from tests.conftest import read_jsonl
 
 pytestmark = pytest.mark.slow
 
-PARAMS = '''n = 2  # records to write
+PARAMS = """n = 2  # records to write
 label = "a"  # a label copied into every record
 fail = False  # raise on purpose (for tests)
-'''
-BODY = '''import json, pathlib
+"""
+BODY = """import json, pathlib
 if fail:
     raise RuntimeError(f"planned failure for label={label}")
 with open("records.jsonl", "w") as handle:
     for i in range(n):
         handle.write(json.dumps({"id": f"{label}-{i}", "input": label}) + "\\n")
 print(f"wrote {n} records")
-'''
+"""
 
 
 @pytest.fixture
@@ -32,18 +32,29 @@ def template(tmp_path):
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell(PARAMS)
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell("# tiny template"), params,
-                nbformat.v4.new_code_cell(BODY)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# tiny template"),
+        params,
+        nbformat.v4.new_code_cell(BODY),
+    ]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     path = tmp_path / "tiny.ipynb"
     nbformat.write(nb, path)
     return path
 
 
 def test_grid_expansion():
-    combos = load_grid({"product": {"n": [1, 2], "label": ["x", "y"]},
-                        "cases": [{"n": 9, "label": "z"}], "fixed": {"fail": False}})
+    combos = load_grid(
+        {
+            "product": {"n": [1, 2], "label": ["x", "y"]},
+            "cases": [{"n": 9, "label": "z"}],
+            "fixed": {"fail": False},
+        }
+    )
     assert len(combos) == 5
     assert {"n": 9, "label": "z", "fail": False} in combos
     assert all(c["fail"] is False for c in combos)
@@ -55,9 +66,7 @@ def test_grid_expansion():
 
 def test_two_by_two_grid_one_failure_then_rerun_only_the_failed(template, tmp_path):
     grid = tmp_path / "grid.yaml"
-    grid.write_text(
-        "product:\n  n: [1, 3]\n  label: [ok, bad]\n"
-    )
+    grid.write_text("product:\n  n: [1, 3]\n  label: [ok, bad]\n")
     out = tmp_path / "runs"
     # Make exactly one combination fail: label=bad with n=3.
     # (The template raises when fail is true; the grid sets it through a case override.)
@@ -83,11 +92,12 @@ def test_two_by_two_grid_one_failure_then_rerun_only_the_failed(template, tmp_pa
         injected = [
             c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])
         ]
-        assert injected and f"label = \"{row['params']['label']}\"" in injected[0].source
+        assert injected and f'label = "{row["params"]["label"]}"' in injected[0].source
     # The failed notebook keeps its error cell.
     executed = nbformat.read(failed["notebook"], as_version=4)
-    assert any(o.get("ename") == "RuntimeError" for c in executed.cells
-               for o in c.get("outputs", []))
+    assert any(
+        o.get("ename") == "RuntimeError" for c in executed.cells for o in c.get("outputs", [])
+    )
 
     again = run_batch(template, grid, out=out, jobs=2)
     assert sorted(again["status"]) == ["failed", "skipped", "skipped", "skipped"]
@@ -102,8 +112,7 @@ def test_unknown_parameter_and_secret_parameter_are_refused(template, tmp_path, 
         run_batch(template, {"product": {"temperature": [0.1]}}, out=tmp_path / "r")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-live-abcdefghijklmnop")
     with pytest.raises(ConfigError, match="secrets are never notebook parameters"):
-        run_batch(template, {"fixed": {"label": "sk-live-abcdefghijklmnop"}},
-                  out=tmp_path / "r")
+        run_batch(template, {"fixed": {"label": "sk-live-abcdefghijklmnop"}}, out=tmp_path / "r")
     assert not (tmp_path / "r" / "index.jsonl").exists()
 
 
@@ -123,9 +132,22 @@ def test_cli_batch(template, tmp_path):
     grid = tmp_path / "g.yaml"
     grid.write_text("product:\n  n: [1, 2]\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "forgekit.cli", "batch", str(template), "--grid", str(grid),
-         "--out", str(tmp_path / "cli"), "--jobs", "2"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "forgekit.cli",
+            "batch",
+            str(template),
+            "--grid",
+            str(grid),
+            "--out",
+            str(tmp_path / "cli"),
+            "--jobs",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "2 ok; all ok" in proc.stdout
@@ -135,7 +157,9 @@ def test_cli_batch(template, tmp_path):
 def run_cli(*args) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "forgekit.cli", "batch", *map(str, args)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -150,7 +174,10 @@ def test_cli_batch_exits_1_and_names_each_failed_combination(template, tmp_path)
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     index = {row["params"]["label"]: row for row in read_jsonl(out / "index.jsonl")}
     assert {k: r["status"] for k, r in index.items()} == {
-        "good": "ok", "bad": "failed", "worse": "failed"}
+        "good": "ok",
+        "bad": "failed",
+        "worse": "failed",
+    }
     # The table still shows every combination, the error says which failed and where.
     for row in index.values():
         assert row["name"] in proc.stdout
@@ -158,12 +185,16 @@ def test_cli_batch_exits_1_and_names_each_failed_combination(template, tmp_path)
     for label in ("bad", "worse"):
         row = index[label]
         executed = nbformat.read(row["notebook"], as_version=4)
-        raised = [c.execution_count for c in executed.cells
-                  if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+        raised = [
+            c.execution_count
+            for c in executed.cells
+            if any(o.get("output_type") == "error" for o in c.get("outputs", []))
+        ]
         assert raised == [row["error_cell"]]  # the cell the user sees as In [N]
         line = next(x for x in proc.stderr.splitlines() if row["notebook"] in x)
-        assert f"at In [{row['error_cell']}]: RuntimeError: planned failure for label={label}" \
-            in line
+        assert (
+            f"at In [{row['error_cell']}]: RuntimeError: planned failure for label={label}" in line
+        )
     assert index["good"]["notebook"] not in proc.stderr
     # The good combination ran and its data is there.
     good = read_jsonl(out / "runs" / index["good"]["name"] / "records.jsonl")
@@ -191,23 +222,58 @@ def test_magic_batch_shows_the_table_then_fails_the_cell(template, tmp_path, cap
         assert name in printed.out
     assert "1 of 2 combination(s) failed:" in text
     assert "RuntimeError: planned failure for label=bad" in text
-    assert (out / "runs" / runs.loc[runs["status"] == "ok", "name"].iloc[0] / "records.jsonl"
-            ).exists()
+    assert (
+        out / "runs" / runs.loc[runs["status"] == "ok", "name"].iloc[0] / "records.jsonl"
+    ).exists()
 
 
 def test_input_files_are_found_from_where_the_batch_runs(tmp_path):
     # A combination runs in its own folder: an input named relative to the caller's folder is
     # passed as an absolute path; outputs and other text stay as written.
-    declared = {"input_path": {"default": '""'}, "docs_dir": {"default": "''"},
-                "out": {"default": '"result.jsonl"'}, "system": {"default": '""'}}
+    declared = {
+        "input_path": {"default": '""'},
+        "docs_dir": {"default": "''"},
+        "out": {"default": '"result.jsonl"'},
+        "system": {"default": '""'},
+    }
     (tmp_path / "mine.jsonl").write_text("{}\n")
     (tmp_path / "docs").mkdir()
     (tmp_path / "result.jsonl").write_text("")  # an earlier result here must not be shared
-    given = {"input_path": "mine.jsonl", "docs_dir": "docs", "out": "result.jsonl",
-             "system": "Be brief."}
+    given = {
+        "input_path": "mine.jsonl",
+        "docs_dir": "docs",
+        "out": "result.jsonl",
+        "system": "Be brief.",
+    }
     assert absolute_inputs(given, declared, tmp_path) == {
-        "input_path": str(tmp_path / "mine.jsonl"), "docs_dir": str(tmp_path / "docs"),
-        "out": "result.jsonl", "system": "Be brief."}
+        "input_path": str(tmp_path / "mine.jsonl"),
+        "docs_dir": str(tmp_path / "docs"),
+        "out": "result.jsonl",
+        "system": "Be brief.",
+    }
     # Absolute paths and missing files are passed as given (the notebook names a missing one).
     other = {"input_path": "/data/x.jsonl", "docs_dir": "nowhere"}
     assert absolute_inputs(other, declared, tmp_path) == other
+
+
+def test_token_limits_are_parameters_credentials_are_not(tmp_path):
+    # `max_tokens` is a parameter of nearly every template: a grid must be able to set it.
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(
+        'max_tokens = 8  # length\njudge_max_tokens = 8  # length\nkeywords = ""  # words\n'
+        'api_key = ""  # no\nhf_token = ""  # no\nopenaiSecret = ""  # no\n'
+    )
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    path = tmp_path / "t.ipynb"
+    nbformat.write(nb, path)
+    declared = check_parameters(path, [{"max_tokens": 16, "judge_max_tokens": 4, "keywords": "a"}])
+    assert "max_tokens" in declared
+    for name in ("api_key", "hf_token", "openaiSecret"):
+        with pytest.raises(ConfigError, match=f"parameter '{name}': secrets are never"):
+            check_parameters(path, [{name: "x"}])

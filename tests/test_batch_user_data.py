@@ -6,6 +6,7 @@ combinations' data is there)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +100,8 @@ def test_forge_batch_generate_on_the_users_jsonl_and_parquet(tmp_path):
         "product:\n  input_path: [data/tickets.jsonl, data/tickets.parquet]\n"
         "fixed:\n  max_tokens: 8\n"
         "  user_template: 'A {{ tag }} ticket via {{ channel }}: {{ input }}'\n"
+        "  system_template: 'You answer {{ channel }} tickets for a ferry company.'\n"
+        "  parse_regex: '(?P<first_word>\\w+)'\n"
     )
     proc = forge_batch(
         tmp_path, str(ROOT / "templates" / "generate.ipynb"), "--grid", "grid.yaml", "--out", "runs"
@@ -118,3 +121,7 @@ def test_forge_batch_generate_on_the_users_jsonl_and_parquet(tmp_path):
                 record["input"] == f"A {row['tag']} ticket via {row['channel']}: "
                 f"{row['input'].strip()}"
             )
+            assert record["system"] == f"You answer {row['channel']} tickets for a ferry company."
+            first = re.search(r"\w+", record["output"])  # parse_regex, on the raw answer
+            assert record["parsed"] == ({"first_word": first.group(0)} if first else None)
+            assert record["metadata"]["parse"]["ok"] is bool(first)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterable, Mapping
@@ -43,7 +44,14 @@ from forgekit.data.records import fingerprint
 from forgekit.errors import ConfigError, ForgeError
 from forgekit.secrets import find_secrets, secret_values
 
-_SECRET_PARAM = ("key", "token", "secret", "password")
+# Words of a parameter name that mark a credential. Whole words: `max_tokens` (a parameter
+# of nearly every template) and `keywords` are not secrets; `api_key`, `hf_token` are.
+_SECRET_WORDS = {"key", "keys", "apikey", "token", "secret", "password", "passwd"}
+
+
+def _names_a_secret(name: str) -> bool:
+    words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()  # apiKey -> api_key
+    return any(word in _SECRET_WORDS for word in re.split(r"[^a-z0-9]+", words))
 
 
 class SecretLeakError(ForgeError):
@@ -160,9 +168,7 @@ def check_parameters(template: Path, combos: Iterable[Mapping[str, Any]]) -> dic
                 f"it has: {', '.join(declared)}"
             )
         for name, value in combo.items():
-            if any(word in name.lower() for word in _SECRET_PARAM) or find_secrets(
-                json.dumps(value, default=str), secrets
-            ):
+            if _names_a_secret(name) or find_secrets(json.dumps(value, default=str), secrets):
                 raise ConfigError(
                     f"parameter {name!r}: secrets are never notebook parameters (papermill "
                     f"writes every parameter into the output notebook); set the key in the "

@@ -7,7 +7,7 @@ import sys
 import nbformat
 import pytest
 
-from forgekit.batch import absolute_inputs, load_grid, run_batch
+from forgekit.batch import absolute_inputs, check_parameters, load_grid, run_batch
 from forgekit.errors import ConfigError
 from tests.conftest import read_jsonl
 
@@ -255,3 +255,26 @@ def test_input_files_are_found_from_where_the_batch_runs(tmp_path):
     # Absolute paths and missing files are passed as given (the notebook names a missing one).
     other = {"input_path": "/data/x.jsonl", "docs_dir": "nowhere"}
     assert absolute_inputs(other, declared, tmp_path) == other
+
+
+def test_token_limits_are_parameters_credentials_are_not(tmp_path):
+    # `max_tokens` is a parameter of nearly every template: a grid must be able to set it.
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(
+        'max_tokens = 8  # length\njudge_max_tokens = 8  # length\nkeywords = ""  # words\n'
+        'api_key = ""  # no\nhf_token = ""  # no\nopenaiSecret = ""  # no\n'
+    )
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    path = tmp_path / "t.ipynb"
+    nbformat.write(nb, path)
+    declared = check_parameters(path, [{"max_tokens": 16, "judge_max_tokens": 4, "keywords": "a"}])
+    assert "max_tokens" in declared
+    for name in ("api_key", "hf_token", "openaiSecret"):
+        with pytest.raises(ConfigError, match=f"parameter '{name}': secrets are never"):
+            check_parameters(path, [{name: "x"}])

@@ -211,9 +211,11 @@ def test_the_installed_build_passes_and_the_verdict_is_remembered(tmp_path, monk
     from forgekit.models.local import find_smollm2_gguf
 
     model = str(find_smollm2_gguf())
+    verdicts = tmp_path / "verdicts.json"
+    monkeypatch.setenv("FORGEKIT_BUILD_CHECK_FILE", str(verdicts))
     monkeypatch.setattr(llama_build, "_VERDICTS", {})
     check_build(model, 2)
-    remembered = json.loads((tmp_path / "cache" / "llama-build-ok.json").read_text())
+    remembered = json.loads(verdicts.read_text())
     assert len(remembered) == 1
     # A new process (no in-memory verdict) trusts the file: no second child process.
     monkeypatch.setattr(llama_build, "_VERDICTS", {})
@@ -237,6 +239,8 @@ def test_check_command_reports_a_working_build():
 
 
 def test_a_failed_verdict_is_not_remembered_and_fails_fast(tmp_path, monkeypatch):
+    verdicts = tmp_path / "verdicts.json"
+    monkeypatch.setenv("FORGEKIT_BUILD_CHECK_FILE", str(verdicts))
     folder = stand_in(tmp_path, CRASHING)
     monkeypatch.syspath_prepend(str(folder))
     monkeypatch.setenv("PYTHONPATH", str(folder))
@@ -254,4 +258,4 @@ def test_a_failed_verdict_is_not_remembered_and_fails_fast(tmp_path, monkeypatch
     with pytest.raises(BuildCheckFailed, match="SIGSEGV"):
         check_build(str(model))  # same process: the verdict stands, no second probe
     assert calls == []
-    assert not (tmp_path / "cache" / "llama-build-ok.json").exists()
+    assert not verdicts.exists()

@@ -175,10 +175,14 @@ def _build_identity(model_path: str) -> dict[str, Any] | None:
 
 
 def _verdict_file() -> Path:
-    root = os.environ.get("FORGEKIT_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "forgekit"
-    )
-    return Path(root) / "llama-build-ok.json"
+    """Where good builds are remembered. A fact about this machine's installed library, not
+    about a run: it lives beside, not inside, a run's FORGEKIT_CACHE_DIR (tests give each
+    test its own cache, and every notebook test would probe again)."""
+    explicit = os.environ.get("FORGEKIT_BUILD_CHECK_FILE")
+    if explicit:
+        return Path(explicit)
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(root) / "forgekit" / "llama-build-ok.json"
 
 
 def _known_good() -> set[str]:

@@ -77,6 +77,7 @@ def test_reference_check_records_results(stub, stub_model, tmp_path):
     assert list(df["output"]) == ["42", "6", ""]
     assert list(df["thinking"]) == ["6*7 = 42", "10 - 3 = 6.", "It is Paris"]
     assert list(df["correct"]) == [True, False, None]  # no answer: unknown, not "wrong"
+    assert list(df["target"]) == ["42", "7", "Paris"]  # the user's references stay a column
     meta = list(df["metadata"])
     assert meta[0]["think_tags"] == "closed" and meta[2]["think_tags"] == "unclosed"
     assert meta[1]["check"] == {"method": "reference", "reference": "7", "correct": False}

@@ -171,6 +171,7 @@ class Reasoning(Method):
             thinking=chosen["thinking"] or "",
             history=record.get("history") or [],
             system=record.get("system"),
+            target=record.get("target"),  # the user's reference answer stays a column
             metadata={
                 **(record.get("metadata") or {}),
                 "think_tags": chosen["think_tags"],

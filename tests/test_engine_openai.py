@@ -283,27 +283,39 @@ def test_keyboard_interrupt_in_notebook_thread_keeps_finished(stub, stub_model, 
     goes on in run_sync's worker thread: the run is cancelled, records stay valid."""
     import _thread
     import asyncio
+    import signal
     import threading
 
-    stub.configure(latency_ms=50)
+    # The stub answers 40 requests and holds the rest, so the run is still going when the
+    # interrupt comes (after 10 records), however fast or slow the machine.
+    stub.configure(latency_ms=5, hold_after=40)
     out = tmp_path / "k.jsonl"
-    threading.Timer(0.8, _thread.interrupt_main).start()
+    # Like ipykernel, Python's own SIGINT handler, even where this process inherited SIGINT
+    # ignored (a job started in the background of a shell): interrupt_main honours it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def interrupt_after_ten_records() -> None:
+        while not out.exists() or out.read_bytes().count(b"\n") < 10:
+            threading.Event().wait(0.005)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_after_ten_records, daemon=True).start()
 
     async def cell():
         return run(
             chat_tasks(500), model=stub_model, out=out, job={"m": 1}, config=cfg(concurrency=4)
         )
 
-    # Like ipykernel: a running loop, and Python's default SIGINT handler (asyncio.run
-    # would install its own, which a kernel does not have).
+    # Like ipykernel: a running loop (asyncio.run would install its own SIGINT handler).
     loop = asyncio.new_event_loop()
     try:
         with pytest.raises(KeyboardInterrupt):
             loop.run_until_complete(cell())
     finally:
         loop.close()
+        signal.signal(signal.SIGINT, previous)
     records = read_jsonl(out)
-    assert 0 < len(records) < 500
+    assert 10 <= len(records) <= 40
     import json
 
     manifest = json.loads((tmp_path / "k.manifest.json").read_text())

@@ -142,10 +142,12 @@ def build_result(
     params: dict[str, Any],
     details: dict[str, Any] | None = None,
     external: dict[int, str] | None = None,
+    source_field: str | None = None,
 ) -> DedupResult:
     """Assemble a DedupResult from `duplicate_of`: the row of the kept original, -1 when kept,
     or EXTERNAL when the row matched something outside the data (then `external[row]` is the
-    label reported as `duplicate_of`, and `duplicate_of_row` is -1)."""
+    label reported as `duplicate_of`, and `duplicate_of_row` is -1). With `source_field`,
+    `details["per_source"]` holds before/after counts per source."""
     keys, key_name = record_keys(df, id_field)
     duplicate_of = np.asarray(duplicate_of, dtype=np.int64)
     removed_rows = np.flatnonzero(duplicate_of != -1)
@@ -160,6 +162,10 @@ def build_result(
     ]
     if measure is not None and similarity is not None:
         removed[measure] = np.round(np.asarray(similarity, dtype=float)[removed_rows], 6)
+    details = dict(details or {})
+    per_source = per_source_counts(df, duplicate_of, source_field)
+    if per_source is not None:
+        details["per_source"] = per_source
     return DedupResult(
         method=method,
         kept=kept,
@@ -167,7 +173,7 @@ def build_result(
         measure=measure,
         key=key_name,
         params=params,
-        details=dict(details or {}),
+        details=details,
     )
 
 

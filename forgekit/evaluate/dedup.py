@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -14,7 +13,6 @@ from forgekit.evaluate.common import (
     DedupResult,
     build_result,
     load_frame,
-    per_source_counts,
 )
 from forgekit.evaluate.text import _SPACE_PUNCT_RE, column_texts, normalize
 
@@ -46,10 +44,6 @@ def exact_dedup(
         j = first.setdefault(key, i)
         if j != i:
             duplicate_of[i] = j
-    details: dict[str, Any] = {}
-    per_source = per_source_counts(df, duplicate_of, source_field)
-    if per_source is not None:
-        details["per_source"] = per_source
     return build_result(
         "exact",
         df,
@@ -58,5 +52,5 @@ def exact_dedup(
         None,
         id_field=id_field,
         params={"text": text, "ignore_punctuation": ignore_punctuation},
-        details=details,
+        source_field=source_field,
     )

@@ -30,7 +30,6 @@ from forgekit.evaluate.common import (
     build_result,
     check_fraction,
     load_frame,
-    per_source_counts,
 )
 from forgekit.evaluate.embed import Embedder, embed_texts
 from forgekit.evaluate.text import column_texts
@@ -171,9 +170,6 @@ def semantic_dedup(
         duplicate_of, similarity, clusters = _semdedup(x, eps, n_clusters, seed)
     name = embedder if isinstance(embedder, str) or embedder is None else embedder.name
     details: dict[str, Any] = {"clusters": clusters}
-    per_source = per_source_counts(df, duplicate_of, source_field)
-    if per_source is not None:
-        details["per_source"] = per_source
     result = build_result(
         f"semantic-{method}",
         df,
@@ -189,6 +185,7 @@ def semantic_dedup(
             "n_clusters": n_clusters,
         },
         details=details,
+        source_field=source_field,
     )
     result.details["largest_clusters"] = largest_clusters(result, texts)
     return result

@@ -24,7 +24,6 @@ from forgekit.evaluate.common import (
     build_result,
     check_fraction,
     load_frame,
-    per_source_counts,
 )
 from forgekit.evaluate.minhash.hashfunc import HASHES, fast_shingle_hash, shingles, token_hash
 from forgekit.evaluate.minhash.lsh import lsh_dedup, lsh_params
@@ -107,10 +106,6 @@ def minhash_dedup(
     duplicate_of, similarity = lsh_dedup(
         sigs, threshold, weights=weights, params=params, storage_config=storage_config
     )
-    details: dict[str, Any] = {}
-    per_source = per_source_counts(df, duplicate_of, source_field)
-    if per_source is not None:
-        details["per_source"] = per_source
     return build_result(
         "minhash",
         df,
@@ -128,5 +123,5 @@ def minhash_dedup(
             "hash": hash,
             "storage": (storage_config or {}).get("type", "memory"),
         },
-        details=details,
+        source_field=source_field,
     )

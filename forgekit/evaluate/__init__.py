@@ -1,6 +1,9 @@
 """Evaluate data sets: deduplicate (exact, MinHash, semantic, ROUGE-L) and measure diversity
 (Vendi score, entity/label entropy and Simpson indices), with an Altair report.
 
+`decontaminate(df, against=[...])` flags (and removes) records sharing an n-gram with
+evaluation sets.
+
 Every function takes a DataFrame, a records file (.jsonl/.json/.csv/.parquet) or a list of
 records, and a `text` field (or several joined with '+', e.g. "input+output"). Dedup functions
 return a `DedupResult` whose `.kept` is the DataFrame of kept records.
@@ -9,6 +12,7 @@ return a `DedupResult` whose `.kept` is the DataFrame of kept records.
 from __future__ import annotations
 
 from forgekit.evaluate.common import DedupResult
+from forgekit.evaluate.decontaminate import Benchmark, DecontaminationResult, decontaminate
 from forgekit.evaluate.dedup import exact_dedup
 from forgekit.evaluate.diversity import (
     EntityDiversity,
@@ -25,10 +29,13 @@ from forgekit.evaluate.rouge import RougePool, rouge_filter, rouge_l
 from forgekit.evaluate.semantic import semantic_dedup
 
 __all__ = [
+    "Benchmark",
+    "DecontaminationResult",
     "DedupResult",
     "DiversityReport",
     "EntityDiversity",
     "RougePool",
+    "decontaminate",
     "diversity_indices",
     "embed_texts",
     "entity_diversity",

@@ -8,6 +8,7 @@ from the method declarations (forgekit.methods.registry), `forge run` from the s
     methods.py   `forge <method>`, generated from each method's options declaration
     core.py      `forge models`, `forge config`
     evaluate.py  `forge dedup`, `forge diversity`, `forge merge`, `forge unify`
+    decontaminate.py  `forge decontaminate`
     run.py       `forge run config.yaml`
     batch.py     `forge batch`
 """

@@ -48,6 +48,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # Answer only this many model requests; later ones wait until the next /_config or
     # /_reset. Lets a test stop a client at a point of progress, whatever the machine's speed.
     "hold_after": None,
+    "response_format": None,  # "reject": answer 400 to requests with response_format
 }
 
 
@@ -203,7 +204,10 @@ async def _route(stub: Stub, method: str, path: str, body: bytes, auth: str) -> 
         stub.reset()
         return _json(200, {"ok": True})
     if path == "/_stats":
-        return _json(200, {"stats": dict(stub.stats), "log": stub.log[-2000:]})
+        last = getattr(stub, "last_response_format", None)
+        return _json(
+            200, {"stats": dict(stub.stats), "log": stub.log[-2000:], "response_format": last}
+        )
     if path.endswith("/models"):
         return _json(200, {"object": "list", "data": [{"id": "stub-model", "object": "model"}]})
     if path.endswith("/embeddings") and method == "POST":
@@ -269,8 +273,26 @@ async def _route(stub: Stub, method: str, path: str, body: bytes, auth: str) -> 
     if fault == "shape":
         return _json(200, {"id": "x", "object": "chat.completion"})
     request = json.loads(body)
+    refused = structured_output(stub, request)
+    if refused is not None:
+        return refused
     stub.stats["ok"] += 1
     return _json(200, stub.answer(path, request))
+
+
+def structured_output(stub: Stub, request: dict[str, Any]) -> bytes | None:
+    """`response_format` (structured output): counted in stats["response_format"], the last
+    one kept in stats; with config "response_format": "reject" the stub answers 400 to any
+    request that has one, like a server without structured output."""
+    wanted = request.get("response_format")
+    if wanted is None:
+        return None
+    stub.stats["response_format"] += 1
+    stub.last_response_format = wanted
+    if stub.config.get("response_format") == "reject":
+        stub.stats["400"] += 1
+        return _json(400, {"error": {"message": "response_format is not supported"}})
+    return None
 
 
 async def serve(port: int, host: str = "127.0.0.1") -> None:

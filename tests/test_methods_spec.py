@@ -305,7 +305,7 @@ def test_modules_stay_small():
     sizes = {m: len(p.read_text().splitlines()) for m, p in _modules().items()}
     assert {module: n for module, n in sizes.items() if n > 500} == {}
     methods = sum(n for module, n in sizes.items() if module.startswith("forgekit.methods"))
-    assert methods <= 3800
+    assert methods <= 4100  # 3800 + the quality gate shared by every method (gate.py)
 
 
 def test_the_manifest_lists_the_models_the_runner_resolved(tmp_path):

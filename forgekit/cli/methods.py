@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from forgekit.cli.options import (
+    add_gate_options,
     add_input_option,
     add_model_option,
     add_run_options,
+    gate_options_from_args,
     run_config_from_args,
 )
 from forgekit.methods.registry import methods
@@ -56,6 +58,7 @@ def add_method_command(subparsers: argparse._SubParsersAction, cls: type[Method]
         else:
             _add_value(group, field, info, hints[field.name])
     add_run_options(parser)
+    add_gate_options(parser)
     parser.set_defaults(handler=partial(run_command, cls))
 
 
@@ -191,4 +194,4 @@ def run_command(cls: type[Method], args: argparse.Namespace, ctx: Any) -> Any:
     if cls.inputs == "paths":
         data = args.paths
     run = {"model": args.model, "out": args.out, "config": run_config_from_args(args, ctx)}
-    return call(cls, data, {**kwargs, **run})
+    return call(cls, data, {**kwargs, **run, **gate_options_from_args(args, ctx)})

@@ -66,6 +66,82 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def add_gate_options(parser: argparse.ArgumentParser) -> None:
+    """The quality gate every method command shares (forgekit.methods.gate)."""
+    group = parser.add_argument_group("quality gate")
+    group.add_argument(
+        "--target",
+        type=int,
+        default=None,
+        metavar="N",
+        help="keep producing until N records pass every check (schema, --accept, "
+        "--min-score), within the budgets and --target-factor x N attempts",
+    )
+    group.add_argument(
+        "--target-factor",
+        type=float,
+        default=None,
+        help="give up after this many attempts per target record (default 5)",
+    )
+    group.add_argument(
+        "--accept",
+        default=None,
+        metavar="FUNCTION",
+        help="keep only records for which this Python function returns true: "
+        "file.py:name or package.module:name (in a notebook, a variable)",
+    )
+    group.add_argument(
+        "--min-score",
+        type=float,
+        default=None,
+        help="keep only records scored at least this (judge: quality 1-5; dpo: the chosen "
+        "response's rating)",
+    )
+
+
+def gate_options_from_args(args: argparse.Namespace, ctx: Any = None) -> dict[str, Any]:
+    accept = getattr(args, "accept", None)
+    if isinstance(accept, str):
+        accept = _load_function(accept, getattr(ctx, "namespace", None))
+    given = {
+        "target": getattr(args, "target", None),
+        "target_factor": getattr(args, "target_factor", None),
+        "accept": accept,
+        "min_score": getattr(args, "min_score", None),
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _load_function(spec: str, namespace: dict[str, Any] | None) -> Any:
+    """`--accept`: a notebook variable, `file.py:name` or `package.module:name`."""
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    from forgekit.errors import ConfigError
+
+    if namespace is not None and spec in namespace:
+        return namespace[spec]
+    where, sep, name = spec.rpartition(":")
+    if not sep or not where or not name:
+        raise ConfigError(f"--accept {spec}: use file.py:function or package.module:function")
+    try:
+        if where.endswith(".py"):
+            module_spec = importlib.util.spec_from_file_location("forge_accept", where)
+            if module_spec is None or not Path(where).is_file():
+                raise ConfigError(f"--accept {spec}: no such file {where}")
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            module = importlib.import_module(where)
+    except ImportError as exc:
+        raise ConfigError(f"--accept {spec}: cannot import {where} ({exc})") from None
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise ConfigError(f"--accept {spec}: {where} has no function {name!r}")
+    return function
+
+
 def add_sampling_options(
     parser: argparse.ArgumentParser, *, temperature: float | None, max_tokens: int
 ) -> None:

@@ -78,6 +78,17 @@ def schema_validator(schema: Any) -> Callable[[Any], Any]:
     )
 
 
+def json_schema_of(schema: Any) -> dict[str, Any]:
+    """The JSON-schema dict of a schema dict or a pydantic model class (what a model is sent)."""
+    if isinstance(schema, Mapping):
+        return dict(schema)
+    if isinstance(schema, type) and hasattr(schema, "model_json_schema"):
+        return schema.model_json_schema()
+    raise ConfigError(
+        f"schema must be a JSON-schema dict or a pydantic model class, got {type(schema).__name__}"
+    )
+
+
 def schema_from_text(value: str) -> dict[str, Any]:
     """A JSON schema from a file path or from JSON text (the command line's --schema)."""
     path = Path(value)

@@ -232,6 +232,9 @@ class Dpo(Method):
             **pair,
         )
 
+    def score(self, record: dict[str, Any]) -> float | None:
+        return (record.get("metadata") or {}).get("chosen_rating")  # the chosen's rating
+
     def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "pairs": sum(1 for r in records if r.get("chosen") is not None),

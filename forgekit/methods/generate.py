@@ -8,6 +8,7 @@ the call with an error naming the variable and the item, and nothing is spent.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from forgekit.data.records import fingerprint, make_record
-from forgekit.data.schema import schema_from_text
+from forgekit.data.schema import json_schema_of, schema_from_text
 from forgekit.engine import RunContext
 from forgekit.methods.prompting import Prompt, ResponseParser, chat_messages, render_prompts
 from forgekit.methods.spec import Method, option, sampling, template
@@ -40,8 +41,9 @@ class GenerateOptions:
     schema: dict[str, Any] | type | None = option(
         None,
         from_text=schema_from_text,
-        help="JSON schema (file or JSON text; in Python also a pydantic model) parsed answers "
-        "must satisfy (implies --parse json)",
+        help="JSON schema (file or JSON text; in Python also a pydantic model) answers must "
+        "satisfy: sent to the model (OpenAI-compatible response_format, a llama.cpp grammar "
+        "for the embedded model) and checked after (implies --parse json)",
     )
     samples: int = option(1, minimum=1, help="answers per record, each with seed + sample")
     params: SamplingParams = sampling(temperature=0.7, max_tokens=512, help="each answer")
@@ -72,13 +74,21 @@ class Generate(Method):
         self.parser = ResponseParser(parse, o.schema) if parse is not None else None
         self.template_hash = fingerprint([o.user, o.system], 12)
         prompts = render_prompts(o.user, o.system, records)  # all: a bad item fails the call now
+        # Sent with every request: servers and the embedded model constrain the answer to it.
+        self.json_schema = json_schema_of(o.schema) if o.schema is not None else None
+        if self.target is not None:  # keep sampling (new seeds) until the target is met
+            rounds = itertools.count()
+            return (Sample(**vars(p), sample=s) for s in rounds for p in prompts)
         return [Sample(**vars(p), sample=s) for p in prompts for s in range(o.samples)]
 
     def key(self, prompt: Sample) -> Any:
         return prompt.item
 
     async def produce(self, ctx: RunContext, prompt: Sample) -> dict[str, Any]:
-        params = SamplingParams.coerce(self.options.params, seed=self.options.seed + prompt.sample)
+        o = self.options
+        params = SamplingParams.coerce(
+            o.params, seed=o.seed + prompt.sample, json_schema=self.json_schema
+        )
         answer = await ctx.chat(chat_messages(prompt.system, prompt.user), params=params)
         metadata: dict[str, Any] = {
             "position": prompt.position,

@@ -169,3 +169,8 @@ class Judge(Method):
 
     def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         return {"unparsable": dict(self.counts)}
+
+    def score(self, record: dict[str, Any]) -> float | None:
+        """Quality as 1 (very poor) .. 5 (excellent); None when not judged."""
+        quality = record.get("quality")
+        return QUALITY.index(quality) + 1.0 if quality in QUALITY else None

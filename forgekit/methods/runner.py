@@ -28,6 +28,7 @@ from typing import Any
 from forgekit.data.records import fingerprint, jsonable, record_id
 from forgekit.engine import RunConfig, RunResult, RunStats, Task, arun, run_sync
 from forgekit.errors import ConfigError
+from forgekit.methods.gate import GATE_OPTIONS, Gate, GateOptions, record_in_manifest
 from forgekit.methods.prompting import load_template
 from forgekit.methods.samplers import model_key
 from forgekit.methods.spec import Method, is_required, options_of
@@ -41,16 +42,23 @@ def call(cls: type[Method], data: Any, kwargs: dict[str, Any]):
     """Run method `cls` on `data` with `kwargs` (options + run options); a DataFrame."""
     kwargs = dict(kwargs)
     model, out = kwargs.pop("model", None), kwargs.pop("out", None)
+    gate_options = GateOptions.take(cls, kwargs)
+    if gate_options.target is not None and "n" in cls.Options.__dataclass_fields__:
+        kwargs["n"] = gate_options.target  # the method's own count is the target
     config = run_config(cls.name, kwargs)
     options = resolve(cls, kwargs)
     job = {"method": cls.name, "model": model_key(model), **identity(cls, options)}
     models = Models(model, options)
     method = cls(models.resolved_options)
-    method.model = models.main
+    method.model, method.target = models.main, gate_options.target
     items = method.prepare(read_input(cls, data))
-    run = Run(method, models, out, config, job)
+    run = Run(method, models, out, config, job, Gate(gate_options, method.score))
     result = run_sync(lambda: run.execute(items))
-    return result.to_dataframe(method=cls.name, **method.summary(result.records))
+    details = method.summary(result.records)
+    if gate_options.active:
+        details["gate"] = run.gate.summary(len(result.records), result.status, result.stop_reason)
+        record_in_manifest(result.out, details["gate"])
+    return result.to_dataframe(method=cls.name, **details)
 
 
 # -- options -------------------------------------------------------------------------------
@@ -71,7 +79,7 @@ def resolve(cls: type[Method], given: dict[str, Any]) -> Any:
         raise TypeError(
             f"{cls.name}() got unexpected option(s): {', '.join(unknown)} "
             f"(options: {', '.join(declared)}; run options: model, out, config, "
-            f"{', '.join(RUN_OPTIONS)})"
+            f"{', '.join(RUN_OPTIONS + GATE_OPTIONS)})"
         )
     values: dict[str, Any] = {}
     for name, (field, info) in declared.items():
@@ -191,9 +199,16 @@ class Run:
     """One call's stages on one event loop; `Stages` is the face a method sees."""
 
     def __init__(
-        self, method: Method, models: Models, out: Any, config: RunConfig, job: dict[str, Any]
+        self,
+        method: Method,
+        models: Models,
+        out: Any,
+        config: RunConfig,
+        job: dict[str, Any],
+        gate: Gate | None = None,
     ) -> None:
         self.method = method
+        self.gate = gate or Gate(GateOptions(), method.score)
         self.models = models
         self.out = out
         self.config = config
@@ -276,6 +291,10 @@ class Stages:
         run = self._run
         method = run.method
         produce = produce or method.produce
+        if side is None and run.gate.options.active:  # the call's records: through the gate
+            produce = run.gate.wrap(produce)
+            passed = sum(r.stats.ok + r.stats.skipped for r, k in zip(run.results, run.kept) if k)
+            items, limit = run.gate.bound(items, limit, passed)
         out = side_file(run.out, side) if side else (Path(run.out) if run.out else None)
         ids: list[str] = []
 

@@ -138,6 +138,7 @@ class Method:
       with rounds calls `await stages.run(...)` several times; see forgekit.methods.evol.
     - `produce(ctx, item)`: one item -> one record (or None: filtered out).
     - `summary(records)`: extra entries for `df.attrs['forgekit']`.
+    - `score(record)`: the record's score, when the method has one (see methods.gate).
     """
 
     name: ClassVar[str]
@@ -151,6 +152,7 @@ class Method:
     aliases: ClassVar[tuple[str, ...]] = ()  # more CLI names (judge is also `forge tag`)
     # For a method without input: the option its one positional argument sets (magpie's n).
     positional: ClassVar[str | None] = None
+    target: int | None = None  # the call's `target=` (records that must pass the gate)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -190,6 +192,14 @@ class Method:
 
     def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         return {"counts": dict(self.counts)} if self.counts else {}
+
+    def score(self, record: dict[str, Any]) -> float | None:
+        """A record's score, for `min_score=` (only methods that score their records)."""
+        return None
+
+    @classmethod
+    def has_scores(cls) -> bool:
+        return cls.score is not Method.score
 
     # -- helpers for methods ----------------------------------------------------------------
     def lineage(self, ctx: RunContext, **fields: Any) -> dict[str, Any]:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import importlib.util
+import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -79,6 +81,18 @@ def _load(path: str, n_ctx: int, n_threads: int | None) -> Any:
 
             _LOADED[key] = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, verbose=False)
         return _LOADED[key]
+
+
+@functools.lru_cache(maxsize=16)
+def _grammar(schema_json: str) -> Any:
+    """A llama.cpp grammar that only lets the model write JSON valid under the schema
+    (schema-constrained generation), built once per schema."""
+    from llama_cpp import LlamaGrammar
+
+    try:
+        return LlamaGrammar.from_json_schema(schema_json, verbose=False)
+    except Exception as exc:  # the converter raises bare exceptions on unsupported keywords
+        raise ConfigError(f"schema cannot be turned into a llama.cpp grammar: {exc}") from None
 
 
 class LocalModel:
@@ -182,6 +196,8 @@ class LocalModel:
                 kwargs["top_p"] = params.top_p
             if params.seed is not None:
                 kwargs["seed"] = params.seed + index  # the n samples must differ
+            if params.json_schema is not None:
+                kwargs["grammar"] = _grammar(json.dumps(params.json_schema, sort_keys=True))
             try:
                 out = call(llama, kwargs)
             except ValueError as exc:  # e.g. a prompt longer than the context window

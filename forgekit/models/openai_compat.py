@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import re
 import time
+import warnings
 import weakref
 from typing import Any
 
@@ -23,6 +25,8 @@ from forgekit.errors import (
 )
 from forgekit.models.base import Completion, Message, SamplingParams, Usage
 
+# Endpoints (model identities) that answered 400 to response_format: not sent there again.
+_NO_RESPONSE_FORMAT: set[str] = set()
 # Statuses worth retrying besides 5xx: request timeout, conflict (the SDK's own choice), 429.
 _RETRYABLE_STATUS = {408, 409, 429}
 
@@ -45,6 +49,15 @@ def parse_retry_after(headers: Any) -> float | None:
     except ValueError:
         parsed = email.utils.parsedate_to_datetime(value) if value else None
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def response_format(schema: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's structured-output request (vLLM and llama.cpp server accept it too)."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", str(schema.get("title") or "response"))[:64]
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": name, "schema": schema, "strict": True},
+    }
 
 
 def _estimate_tokens(text: str) -> int:
@@ -122,9 +135,29 @@ class OpenAICompatibleModel:
         return kwargs
 
     async def chat(self, messages: list[Message], params: SamplingParams) -> Completion:
-        response = await self._call(
-            self.client.chat.completions.create, messages=messages, **self._request_kwargs(params)
-        )
+        kwargs = self._request_kwargs(params)
+        if params.json_schema is not None and self.identity not in _NO_RESPONSE_FORMAT:
+            kwargs["response_format"] = response_format(params.json_schema)
+        try:
+            response = await self._call(
+                self.client.chat.completions.create, messages=messages, **kwargs
+            )
+        except ClientRequestError as exc:
+            if exc.status != 400 or "response_format" not in kwargs:
+                raise
+            # This server refuses structured output: ask again without it, and never send
+            # it to this endpoint again; the answers are still validated afterwards.
+            if self.identity not in _NO_RESPONSE_FORMAT:
+                _NO_RESPONSE_FORMAT.add(self.identity)
+                warnings.warn(
+                    f"{self.name}: the server refused response_format json_schema ({exc}); "
+                    "generating without it (answers are still validated)",
+                    stacklevel=2,
+                )
+            del kwargs["response_format"]
+            response = await self._call(
+                self.client.chat.completions.create, messages=messages, **kwargs
+            )
         try:
             texts = [choice.message.content or "" for choice in response.choices]
             finish = response.choices[0].finish_reason

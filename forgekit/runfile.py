@@ -119,6 +119,14 @@ def parameters(method: str) -> dict[str, Param]:
         params.append(
             Param(field.name, section, required, info.help, default, hint, info.from_text)
         )
+    # The quality gate every method has (forgekit.methods.gate); `accept` is Python-only.
+    target_help = "keep producing until this many records pass every check"
+    params.append(Param("target", "params", False, target_help, None, int | None))
+    factor_help = "give up after this many attempts per target record"
+    params.append(Param("target_factor", "params", False, factor_help, 5.0, float))
+    if cls.has_scores():
+        score_help = "keep only records scored at least this (judge: quality 1-5)"
+        params.append(Param("min_score", "params", False, score_help, None, float | None))
     return {p.name: p for p in params}
 
 

@@ -8,11 +8,13 @@ import json
 import re
 
 import pytest
+import yaml
 
 from forgekit.cli import main
 from forgekit.errors import ConfigError
 from forgekit.methods import generate, judge
 from forgekit.models.scripted import ScriptedModel
+from forgekit.runfile import load_plan, run_file
 from tests.conftest import read_jsonl
 
 QUIET = {"progress": False, "cache": False}
@@ -158,3 +160,23 @@ def test_schema_on_the_embedded_model_gives_valid_json_every_time():
     assert df.attrs["forgekit"]["parse"] == {"ok": 8, "failed": 0}
     assert all(set(p) == {"name", "color", "sweet"} for p in df["parsed"])
     assert df["lineage"].iloc[0]["params"]["json_schema"] == SCHEMA
+
+
+def test_forge_run_yaml_takes_the_gate_under_params(stub, stub_model, tmp_path):
+    stub.configure(rules=HALF_INVALID)
+    (tmp_path / "fruit.schema.json").write_text(json.dumps(SCHEMA))
+    config = {
+        "method": "generate",
+        "model": stub_model,
+        "prompts": {"user": "A fruit as JSON."},
+        "params": {"schema": "fruit.schema.json", "target": 3, "target_factor": 4},
+        "run": {"progress": False, "cache": False},
+    }
+    path = tmp_path / "gate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    df = run_file(path)
+    assert len(df) == 3 and df.attrs["forgekit"]["gate"]["max_attempts"] == 12
+    config["params"]["min_score"] = 4
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match="has no option 'min_score'"):
+        load_plan(path)

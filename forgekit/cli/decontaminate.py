@@ -58,7 +58,7 @@ def register(subparsers: Any) -> None:
 def _decontaminate(args: argparse.Namespace, ctx: Any) -> Any:
     from forgekit.data.io import write_records
     from forgekit.engine.store import sidecar, write_json_atomic
-    from forgekit.evaluate.decontaminate import Benchmark, decontaminate
+    from forgekit.evaluate.contamination import Benchmark, decontaminate
 
     benchmarks = []
     for value in args.against:

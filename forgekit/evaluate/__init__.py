@@ -12,7 +12,7 @@ return a `DedupResult` whose `.kept` is the DataFrame of kept records.
 from __future__ import annotations
 
 from forgekit.evaluate.common import DedupResult
-from forgekit.evaluate.decontaminate import Benchmark, DecontaminationResult, decontaminate
+from forgekit.evaluate.contamination import Benchmark, DecontaminationResult, decontaminate
 from forgekit.evaluate.dedup import exact_dedup
 from forgekit.evaluate.diversity import (
     EntityDiversity,

@@ -84,11 +84,14 @@ class NgramIndex:
     holding unique hash k, `benchmarks[k]` the bit mask of benchmarks holding it."""
 
     def __init__(self, hashes: np.ndarray, items: np.ndarray, bench_of_item: np.ndarray):
-        order = np.argsort(hashes, kind="stable")  # stable: the first item wins a shared hash
+        order = np.argsort(hashes)
         sorted_hashes = hashes[order]
-        self.hashes, first = np.unique(sorted_hashes, return_index=True)
+        first = np.flatnonzero(np.r_[True, sorted_hashes[1:] != sorted_hashes[:-1]])
+        first = first[: len(sorted_hashes)]  # no hashes: no first
+        self.hashes = sorted_hashes[first]
         sorted_items = items[order]
-        self.item_of = sorted_items[first]
+        # the first item wins a shared hash
+        self.item_of = np.minimum.reduceat(sorted_items, first) if len(first) else sorted_items[:0]
         bits = np.left_shift(np.uint64(1), bench_of_item[sorted_items].astype(np.uint64))
         self.benchmarks = (
             np.bitwise_or.reduceat(bits, first) if len(first) else np.zeros(0, dtype=np.uint64)

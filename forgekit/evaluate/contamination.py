@@ -137,7 +137,8 @@ def decontaminate(
             f"{len(benchmarks)} benchmarks: at most {MAX_BENCHMARKS} per call; split them"
         )
     index, item_starts = _build_index(benchmarks, n)
-    hits = _find(column_texts(df, record_text), index, n)
+    column_texts(df.iloc[:0], record_text)  # a missing field fails before any work
+    hits = _find(df, record_text, index, n)
     names = [b["name"] for b in benchmarks]
     report = _report(df, hits, names, item_starts, id_field, n)
     per_benchmark = [
@@ -246,7 +247,7 @@ def _build_index(benchmarks: list[dict[str, Any]], n: int) -> tuple[NgramIndex, 
     for k, bench in enumerate(benchmarks):
         bench["name"] = bench["name"] or f"benchmark_{k}"
         hashes, counts = ngram_hashes(bench["texts"], n)
-        bench["ngrams"] = len(np.unique(hashes))
+        bench["ngrams"] = len(hashes)
         bench["too_short"] = int(np.count_nonzero(counts == 0))
         all_hashes.append(hashes)
         all_items.append(np.repeat(np.arange(offset, offset + len(counts)), counts))
@@ -275,11 +276,11 @@ class _Hits:
     texts: list[str]  # the flagged records' texts
 
 
-def _find(texts: list[str], index: NgramIndex, n: int) -> _Hits:
+def _find(df: pd.DataFrame, text: Any, index: NgramIndex, n: int) -> _Hits:
     found: dict[str, list[Any]] = {k: [] for k in ("rows", "window", "item", "matches", "masks")}
     flagged_texts: list[str] = []
-    for start in range(0, len(texts), CHUNK_RECORDS):
-        chunk = texts[start : start + CHUNK_RECORDS]
+    for start in range(0, len(df), CHUNK_RECORDS):
+        chunk = column_texts(df.iloc[start : start + CHUNK_RECORDS], text)
         hashes, counts = ngram_hashes(chunk, n)
         positions, rows = index.lookup(hashes)
         if len(positions) == 0:

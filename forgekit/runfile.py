@@ -123,7 +123,7 @@ def parameters(method: str) -> dict[str, Param]:
     target_help = "keep producing until this many records pass every check"
     params.append(Param("target", "params", False, target_help, None, int | None))
     factor_help = "give up after this many attempts per target record"
-    params.append(Param("target_factor", "params", False, factor_help, 5.0, float))
+    params.append(Param("target_factor", "params", False, factor_help, 10.0, float))
     if cls.has_scores():
         score_help = "keep only records scored at least this (judge: quality 1-5)"
         params.append(Param("min_score", "params", False, score_help, None, float | None))

@@ -81,7 +81,7 @@ def add_gate_options(parser: argparse.ArgumentParser) -> None:
         "--target-factor",
         type=float,
         default=None,
-        help="give up after this many attempts per target record (default 5)",
+        help="give up after this many attempts per target record (default 10)",
     )
     group.add_argument(
         "--accept",

@@ -40,7 +40,7 @@ class GateOptions:
     target: int | None = None
     accept: Callable[[dict[str, Any]], Any] | None = None
     min_score: float | None = None
-    target_factor: float = 5.0
+    target_factor: float = 10.0
 
     @classmethod
     def take(cls, method: Any, kwargs: dict[str, Any]) -> GateOptions:

@@ -175,3 +175,12 @@ def test_forge_decontaminate_writes_kept_records_report_and_manifest(tmp_path, c
     assert manifest["decontaminate"]["removed"] == 3
     assert main(["decontaminate", "-i", str(data), "--against", str(tmp_path / "no.jsonl")]) != 0
     assert "--against" in capsys.readouterr().err
+
+
+def test_long_records_are_looked_up_in_smaller_chunks(monkeypatch):
+    monkeypatch.setattr("forgekit.evaluate.contamination.CHUNK_CHARS", 300)
+    filler = "lorem ipsum dolor sit amet " * 20  # ~540 characters: one record per chunk
+    data = [{"input": filler + GSM[i % 2]["question"]} for i in range(5)] + [{"input": "hi"}]
+    result = decontaminate(data, {"gsm8k": GSM})
+    assert list(result.report["row"]) == [0, 1, 2, 3, 4]
+    assert list(result.report["benchmark_item"]) == [0, 1, 0, 1, 0]

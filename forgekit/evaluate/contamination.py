@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 import itertools
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,8 @@ RECORD_FIELDS = ("input", "history", "output", "target", "thinking", "chosen", "
 # A benchmark's prompt and answer fields, by the names evaluation sets use.
 PROMPT_FIELDS = ("prompt", "question", "input", "instruction", "problem", "query", "context")
 ANSWER_FIELDS = ("choices", "answer", "answers", "output", "solution", "target", "completion")
-CHUNK_RECORDS = 20_000  # records hashed and looked up at once (bounds memory)
+CHUNK_RECORDS = 5000  # records hashed and looked up at once (bounds memory)
+CHUNK_CHARS = 4_000_000  # ... and at most about this many characters of them
 
 
 @dataclass
@@ -266,6 +267,20 @@ def _build_index(benchmarks: list[dict[str, Any]], n: int) -> tuple[NgramIndex, 
     return index, item_starts
 
 
+def _chunks(df: pd.DataFrame, text: Any) -> Iterator[tuple[int, list[str]]]:
+    """(first row, texts) of at most CHUNK_RECORDS records and about CHUNK_CHARS characters:
+    the hashing works on a chunk's bytes at once, so long documents make smaller chunks."""
+    for start in range(0, len(df), CHUNK_RECORDS):
+        texts = column_texts(df.iloc[start : start + CHUNK_RECORDS], text)
+        ends = np.cumsum([len(t) + 1 for t in texts])
+        first = 0
+        while first < len(texts):
+            budget = (ends[first - 1] if first else 0) + CHUNK_CHARS
+            last = max(first + 1, int(np.searchsorted(ends, budget, side="right")))
+            yield start + first, texts[first:last]
+            first = last
+
+
 @dataclass
 class _Hits:
     rows: np.ndarray  # flagged record rows
@@ -279,8 +294,7 @@ class _Hits:
 def _find(df: pd.DataFrame, text: Any, index: NgramIndex, n: int) -> _Hits:
     found: dict[str, list[Any]] = {k: [] for k in ("rows", "window", "item", "matches", "masks")}
     flagged_texts: list[str] = []
-    for start in range(0, len(df), CHUNK_RECORDS):
-        chunk = column_texts(df.iloc[start : start + CHUNK_RECORDS], text)
+    for start, chunk in _chunks(df, text):
         hashes, counts = ngram_hashes(chunk, n)
         positions, rows = index.lookup(hashes)
         if len(positions) == 0:

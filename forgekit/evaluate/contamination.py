@@ -176,9 +176,11 @@ def decontaminate(
 # -- inputs --------------------------------------------------------------------------------
 def _frame(data: Any, what: str) -> pd.DataFrame:
     """A DataFrame from anything load_frame takes, or a datasets.Dataset / DatasetDict."""
-    if hasattr(data, "to_pandas") and not isinstance(data, pd.DataFrame):
+    if isinstance(data, pd.DataFrame):
+        return data
+    if hasattr(data, "to_pandas"):
         return data.to_pandas()
-    if hasattr(data, "values") and hasattr(data, "column_names") and callable(data.values):
+    if isinstance(data, Mapping) and data and all(hasattr(v, "to_pandas") for v in data.values()):
         return pd.concat([split.to_pandas() for split in data.values()], ignore_index=True)
     return load_frame(data, what)
 

@@ -142,6 +142,8 @@ def test_forge_generate_target_and_schema_on_the_command_line(stub, stub_model, 
     )  # fmt: skip
     assert code == 0
     assert [json.loads(VALID)] * 4 == [r["parsed"] for r in read_jsonl(out)]
+    printed = capsys.readouterr().out
+    assert re.search(r"target 4: 4 passed in [78] attempts \(rejected: parse [34]\)", printed)
     assert json.loads(out.with_name("out.manifest.json").read_text())["gate"]["passed"] == 4
 
 

@@ -159,6 +159,13 @@ def render(result: Any) -> str:
         text = table.map(_cell).to_string(max_rows=40) if len(table) else "(no records)"
         if info.get("summary"):
             text += "\n" + info["summary"]
+        gate = info.get("gate") or {}
+        if gate.get("target"):  # what the target cost (forgekit.methods.gate)
+            rejected = ", ".join(f"{k} {v}" for k, v in gate["rejected"].items()) or "none"
+            text += (
+                f"\ntarget {gate['target']}: {gate['passed']} passed in {gate['attempts']} "
+                f"attempts (rejected: {rejected})"
+            )
         return text
     return json.dumps(result, indent=2, ensure_ascii=False, default=str)
 

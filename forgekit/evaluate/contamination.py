@@ -249,7 +249,7 @@ def _build_index(benchmarks: list[dict[str, Any]], n: int) -> tuple[NgramIndex, 
     offset = 0
     for k, bench in enumerate(benchmarks):
         bench["name"] = bench["name"] or f"benchmark_{k}"
-        hashes, counts = ngram_hashes(bench["texts"], n)
+        hashes, counts = _hash_all(bench["texts"], n)
         bench["ngrams"] = len(hashes)
         bench["too_short"] = int(np.count_nonzero(counts == 0))
         all_hashes.append(hashes)
@@ -270,17 +270,31 @@ def _build_index(benchmarks: list[dict[str, Any]], n: int) -> tuple[NgramIndex, 
 
 
 def _chunks(df: pd.DataFrame, text: Any) -> Iterator[tuple[int, list[str]]]:
-    """(first row, texts) of at most CHUNK_RECORDS records and about CHUNK_CHARS characters:
-    the hashing works on a chunk's bytes at once, so long documents make smaller chunks."""
+    """(first row, texts) of at most CHUNK_RECORDS records and about CHUNK_CHARS characters."""
     for start in range(0, len(df), CHUNK_RECORDS):
         texts = column_texts(df.iloc[start : start + CHUNK_RECORDS], text)
-        ends = np.cumsum([len(t) + 1 for t in texts])
-        first = 0
-        while first < len(texts):
-            budget = (ends[first - 1] if first else 0) + CHUNK_CHARS
-            last = max(first + 1, int(np.searchsorted(ends, budget, side="right")))
-            yield start + first, texts[first:last]
-            first = last
+        for offset, piece in _pieces(texts):
+            yield start + offset, piece
+
+
+def _pieces(texts: list[str]) -> Iterator[tuple[int, list[str]]]:
+    """(offset, texts) of about CHUNK_CHARS characters each: the hashing works on a piece's
+    bytes at once (~40 bytes of arrays per character), so long documents make small pieces."""
+    ends = np.cumsum([len(t) + 1 for t in texts])
+    first = 0
+    while first < len(texts):
+        budget = (ends[first - 1] if first else 0) + CHUNK_CHARS
+        last = max(first + 1, int(np.searchsorted(ends, budget, side="right")))
+        yield first, texts[first:last]
+        first = last
+
+
+def _hash_all(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """ngram_hashes of many texts, piece by piece (bounded memory)."""
+    parts = [ngram_hashes(piece, n) for _, piece in _pieces(texts)]
+    if not parts:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 @dataclass

@@ -100,6 +100,7 @@ def test_planted_contamination_is_found_and_clean_controls_are_not():
 
 def test_remove_drops_exactly_the_flagged_records_and_records_the_counts():
     data = planted()
+    data.index = [0] * len(data)  # repeated labels: removal goes by position
     data.attrs["forgekit"] = {"method": "magpie"}
     result = decontaminate(data, against=[Benchmark(GSM, name="gsm8k")], remove=True)
     flagged = set(result.report["id"])

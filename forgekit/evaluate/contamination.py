@@ -132,13 +132,13 @@ def decontaminate(
         raise ConfigError(f"n={n}: the n-gram length must be >= 1")
     df = _frame(data, "data")
     record_text = text if text is not None else _default_record_fields(df)
+    column_texts(df.iloc[:0], record_text)  # a missing field fails before any work
     benchmarks = [_load_benchmark(b, fields) for b in _benchmark_list(against)]
     if len(benchmarks) > MAX_BENCHMARKS:
         raise ConfigError(
             f"{len(benchmarks)} benchmarks: at most {MAX_BENCHMARKS} per call; split them"
         )
     index, item_starts = _build_index(benchmarks, n)
-    column_texts(df.iloc[:0], record_text)  # a missing field fails before any work
     hits = _find(df, record_text, index, n)
     names = [b["name"] for b in benchmarks]
     report = _report(df, hits, names, item_starts, id_field, n)
@@ -158,7 +158,9 @@ def decontaminate(
     for column in ("benchmark", "benchmark_item", "matched_ngram", "matched_ngrams"):
         flagged[column] = report[column].to_numpy()
     flagged["benchmarks"] = report["benchmarks"].to_list()
-    kept = df.drop(index=df.index[rows]) if remove else df
+    keep = np.ones(len(df), dtype=bool)
+    keep[rows] = not remove
+    kept = df.iloc[np.flatnonzero(keep)] if remove else df  # by position: labels may repeat
     result = DecontaminationResult(
         kept=kept.copy(deep=False),
         flagged=flagged,

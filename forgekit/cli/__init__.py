@@ -10,6 +10,7 @@ from the method declarations (forgekit.methods.registry), `forge run` from the s
     evaluate.py  `forge dedup`, `forge diversity`, `forge merge`, `forge unify`
     run.py       `forge run config.yaml`
     batch.py     `forge batch`
+    runs.py      `forge runs`: background runs (list, follow, cancel, records)
 """
 
 from forgekit.cli.app import (

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "forgekit.cli.evaluate",
     "forgekit.cli.run",
     "forgekit.cli.batch",
+    "forgekit.cli.runs",
 )
 
 

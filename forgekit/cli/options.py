@@ -64,6 +64,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "--cache-path", default=None, help=f"response cache file (default {default_cache_path()})"
     )
     group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    group.add_argument(
+        "--background",
+        action="store_true",
+        help="run in a separate process and return at once with its run id (see `forge runs`)",
+    )
 
 
 def add_sampling_options(

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "forgekit.cli.core",
     "forgekit.cli.methods",
     "forgekit.cli.evaluate",
+    "forgekit.cli.export",
     "forgekit.cli.run",
     "forgekit.cli.batch",
 )

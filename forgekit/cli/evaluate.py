@@ -221,10 +221,19 @@ def _dedup(args: argparse.Namespace, ctx) -> Any:
         return result.kept
     write_records(result.kept, args.out, overwrite=args.overwrite)
     summary = result.summary()
+    _write_step_manifest(args.out, {"step": "dedup", **summary, "input_file": args.input})
     summary["out"] = args.out
     if args.removed_out:
         summary["removed_out"] = args.removed_out
     return summary
+
+
+def _write_step_manifest(out: str, summary: dict[str, Any]) -> None:
+    """`<out>.manifest.json` beside a step's output: what `forge export --stage` and the
+    dataset card read (counts in, removed, kept; a run's manifest has the same name)."""
+    from forgekit.engine.store import sidecar, write_json_atomic
+
+    write_json_atomic(sidecar(Path(out), "manifest"), summary)
 
 
 def _diversity(args: argparse.Namespace, ctx) -> dict[str, Any]:

@@ -77,6 +77,7 @@ def render(
     thinking: Mapping[str, int],
     thinking_policy: str,
     version: str,
+    rejects_file: str = "rejects.jsonl",
 ) -> str:
     meta = {**meta, "tags": _dedupe(meta["tags"])}
     head = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
@@ -106,7 +107,7 @@ def render(
     lines += _pipeline(provenance.stages, written, rejected)
     lines += _lineage(provenance)
     lines += _diversity(provenance.diversity)
-    lines += _format_notes(rejected, thinking, thinking_policy)
+    lines += _format_notes(rejected, thinking, thinking_policy, rejects_file)
     lines += [
         "## Limitations",
         "",
@@ -209,7 +210,7 @@ def _fmt(value: Any) -> str:
 
 
 def _format_notes(
-    rejected: Mapping[str, int], thinking: Mapping[str, int], policy: str
+    rejected: Mapping[str, int], thinking: Mapping[str, int], policy: str, rejects_file: str
 ) -> list[str]:
     lines = ["## Format notes", ""]
     if thinking.get("inlined"):
@@ -223,7 +224,7 @@ def _format_notes(
             f"for them (policy: {policy})."
         )
     for reason, count in rejected.items():
-        lines.append(f"- {count} records not exported: {reason} (see rejects.jsonl)")
+        lines.append(f"- {count} records not exported: {reason} (see {rejects_file})")
     if len(lines) == 2:
         lines.append("- Every record was exported as it is.")
     return [*lines, ""]

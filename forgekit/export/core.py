@@ -2,9 +2,9 @@
 
 The folder gets the data file (`<split>.jsonl`, `<split>.parquet`, or a `<split>/`
 save_to_disk folder), the dataset card `README.md`, for LLaMA-Factory formats an entry in
-`dataset_info.json` (merged: other entries are kept), and `rejects.jsonl` with every record the
-format cannot hold and why. Every file is written to a temporary name and renamed into place;
-an existing file is replaced only with overwrite=True.
+`dataset_info.json` (merged: other entries are kept), and `<data>.rejects.jsonl` with every
+record the format cannot hold and why. Every file is written to a temporary name and renamed
+into place; an existing file is replaced only with overwrite=True.
 """
 
 from __future__ import annotations
@@ -127,6 +127,8 @@ def export(
     if stages is None and "forgekit" in getattr(records, "attrs", {}):
         stages = [records]
     name = name or out.resolve().name
+    if not name or "/" in name or name.startswith("."):
+        raise ConfigError(f"name={name!r}: a plain data set name (it names files)")
     ctx = _Context(
         thinking=Thinking(thinking or fmt.thinking),
         conversational=fmt.conversational == "always"
@@ -137,7 +139,7 @@ def export(
         ground_truth=ground_truth,
     )
     rows, rejects = convert_all(rows_in, fmt, ctx)
-    paths = _Paths(out, fmt, split)
+    paths = _Paths(out, fmt, split, name)
     paths.check(overwrite, with_card=card, with_rejects=bool(rejects))
     out.mkdir(parents=True, exist_ok=True)
     _write_data(rows, fmt, paths.data)
@@ -188,6 +190,7 @@ def export(
             thinking=result.thinking,
             thinking_policy=ctx.thinking.policy,
             version=__version__,
+            rejects_file=paths.rejects.name,
         )
         write_text_atomic(paths.card, text)
         result.card_path = paths.card
@@ -214,11 +217,15 @@ def convert_all(
 
 
 class _Paths:
-    def __init__(self, out: Path, fmt: Format, split: str) -> None:
+    """The files of an export. The data file is `<split>.<ext>`; for LLaMA-Factory formats
+    it is `<name>.jsonl`, like the entries of LLaMA-Factory's own data folder, so several
+    exports can share one folder and its dataset_info.json."""
+
+    def __init__(self, out: Path, fmt: Format, split: str, name: str) -> None:
         suffix = {"jsonl": ".jsonl", "parquet": ".parquet", "disk": ""}[fmt.file]
-        self.data = out / f"{split}{suffix}"
+        self.data = out / f"{name if fmt.llamafactory else split}{suffix}"
         self.card = out / "README.md"
-        self.rejects = out / "rejects.jsonl"
+        self.rejects = out / f"{self.data.name.removesuffix(suffix)}.rejects.jsonl"
         self.dataset_info = out / "dataset_info.json"
         self.card_data_files = f"{split}/data-*.arrow" if fmt.file == "disk" else self.data.name
 

@@ -10,6 +10,7 @@ line in the prose asking for it, rather than guessing.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -148,8 +149,13 @@ def _pipeline(stages: list[Stage], written: int, rejected: Mapping[str, int]) ->
 
 
 def _stage_sentence(stage: Stage) -> str:
+    if stage.kind == "method" and stage.step in ("judge", "tag"):
+        failed = f" ({stage.failed} failed)" if stage.failed else ""
+        return f"{stage.step}: {stage.records_out} records judged{failed}"
     if stage.kind == "method":
-        made = (stage.records_out or 0) + (stage.removed or 0)
+        made = stage.details.get("generated")
+        if not isinstance(made, int):
+            made = (stage.records_out or 0) + (stage.removed or 0)
         text = f"{stage.step}: {made} generated, {stage.removed or 0} filtered, "
         text += f"{stage.records_out} kept"
         if stage.failed:
@@ -181,7 +187,7 @@ def _lineage(provenance: Provenance) -> list[str]:
     params = [(item.method, p) for item in provenance.lineage for p in item.params[:3]]
     if params:
         lines += ["", "Sampling parameters:", ""]
-        lines += [f"- {method}: `{p}`" for method, p in params]
+        lines += [f"- {method}: `{json.dumps(p, ensure_ascii=False)}`" for method, p in params]
     versions = sorted({v for item in provenance.lineage for v in item.versions})
     if versions:
         lines += ["", f"forgekit version(s): {', '.join(versions)}"]

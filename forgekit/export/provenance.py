@@ -137,6 +137,8 @@ def _from_run_frame(df: Any, info: Mapping[str, Any]) -> Stage:
             models.update(map(str, model if isinstance(model, list) else [model] if model else []))
     method = str(info.get("method") or "run")
     details = {k: v for k, v in info.items() if k in ("counts", "filtered", "unparsable", "out")}
+    if isinstance(info.get("generations"), int):  # attempts, counted by methods that filter
+        details["generated"] = info["generations"]
     return Stage(
         step=method,
         kind="method",
@@ -178,17 +180,15 @@ def _from_manifest(path: Path) -> Stage:
 
 def _from_summary(summary: Mapping[str, Any], fallback: str) -> Stage:
     """A dedup / decontamination summary (input, kept, removed, method) or a user's dict."""
-    name = str(summary.get("step") or summary.get("method") or fallback)
-    label = f"{fallback} {summary.get('method')}".lower()
-    kind = (
-        "decontaminate"
-        if "decontam" in (name + label).lower()
-        else "dedup"
-        if "dedup" in (name + label).lower()
-        or summary.get("method") in ("exact", "minhash", "semantic", "rouge", "rouge-l")
-        else "step"
-    )
-    step = name if kind == "step" or name.startswith(kind) else f"{kind} ({name})"
+    step, method = summary.get("step"), summary.get("method")
+    words = f"{step} {method} {fallback}".lower()
+    kind = "step"
+    if "decontam" in words:
+        kind = "decontaminate"
+    elif "dedup" in words or method in ("exact", "minhash", "semantic", "rouge"):
+        kind = "dedup"
+    base = str(step or (kind if kind != "step" else None) or method or fallback)
+    name = f"{base} ({method})" if method and str(method) != base else base
     records_in = _int(summary.get("input", summary.get("records_in")))
     kept = _int(summary.get("kept", summary.get("records_out")))
     removed = _int(summary.get("removed", summary.get("flagged")))
@@ -196,7 +196,7 @@ def _from_summary(summary: Mapping[str, Any], fallback: str) -> Stage:
         removed = records_in - kept
     known = ("step", "method", "input", "records_in", "kept", "records_out", "removed", "models")
     return Stage(
-        step=step,
+        step=name,
         kind=kind,
         records_in=records_in,
         records_out=kept,

@@ -127,3 +127,44 @@ def test_push_to_hub_needs_the_network_and_a_token(tmp_path, monkeypatch):
         push_folder(tmp_path, "me/set")
     with pytest.raises(ConfigError, match="use org/name"):
         push_folder(tmp_path, "no-org")
+
+
+def test_decontamination_stages_in_the_shapes_evaluate_and_the_cli_give(tmp_path):
+    summary = {
+        "method": "decontaminate",
+        "input": 4,
+        "flagged": 1,
+        "removed": 1,
+        "kept": 3,
+        "per_benchmark": [{"benchmark": "gsm8k", "records_hit": 1, "items": 9}],
+        "params": {"n": 13},
+    }
+
+    class Result:  # evaluate.decontaminate's result: a summary() in this shape
+        def summary(self):
+            return summary
+
+    manifest = tmp_path / "clean.manifest.json"
+    manifest.write_text(json.dumps({"decontaminate": {**summary, "removed": 0, "kept": 4}}))
+    record = {"input": "Name a colour.", "output": "Blue."}
+    result = export([record], "trl-messages", tmp_path / "set", stages=[Result(), manifest])
+    lines = stage_lines(result.card_path.read_text())
+    assert lines[0] == (
+        "decontaminate: 4 in, decontaminated: 1 removed, 3 kept; records matching each "
+        "benchmark: gsm8k: 1"
+    )
+    assert lines[1].startswith("decontaminate: 4 in, decontaminated: 0 removed, 4 kept (1 flagged)")
+
+
+def test_a_frame_vouches_only_for_the_run_whose_records_it_still_holds(tmp_path):
+    model = scripted()
+    generated = magpie(4, model=model, progress=False)
+    as_run = export(generated, "trl-messages", tmp_path / "a")
+    assert stage_lines(as_run.card_path.read_text())[0] == "magpie: 5 generated, 1 filtered, 4 kept"
+    # after dedup the rows are fewer than the run's: the attrs pandas carried along are not
+    # taken for this data's history
+    fewer = exact_dedup(generated, "input", ignore_punctuation=True).kept
+    assert "forgekit" in fewer.attrs and len(fewer) == 3
+    card = export(fewer, "trl-messages", tmp_path / "b").card_path.read_text()
+    assert "No pipeline stages were given to the export" in card
+    assert "| magpie | 3 | `smol` |" in card  # the lineage still names method and model

@@ -162,10 +162,19 @@ def _stage_sentence(stage: Stage) -> str:
             text += f" ({stage.failed} failed requests/records)"
         return text
     verb = {"dedup": "deduplicated", "decontaminate": "decontaminated"}.get(stage.kind, "processed")
-    return (
+    text = (
         f"{stage.step}: {_num(stage.records_in)} in, {verb}: {_num(stage.removed)} removed, "
         f"{_num(stage.records_out)} kept"
     )
+    flagged = stage.details.get("flagged")
+    if isinstance(flagged, int) and flagged != stage.removed:
+        text += f" ({flagged} flagged)"
+    hits = [
+        f"{b['benchmark']}: {b['records_hit']}"
+        for b in stage.details.get("per_benchmark") or []
+        if isinstance(b, Mapping) and "benchmark" in b and "records_hit" in b
+    ]
+    return text + (f"; records matching each benchmark: {', '.join(hits)}" if hits else "")
 
 
 def _lineage(provenance: Provenance) -> list[str]:

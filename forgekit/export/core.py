@@ -26,7 +26,7 @@ from forgekit.export import card as cards
 from forgekit.export.convert import Thinking, Unrepresentable, has_context
 from forgekit.export.formats import Format, get_format
 from forgekit.export.llamafactory import dataset_info_entry, merged_dataset_info
-from forgekit.export.provenance import collect
+from forgekit.export.provenance import collect, stages_of_frame
 
 
 @dataclass
@@ -124,8 +124,8 @@ def export(
     if not split or "/" in split:
         raise ConfigError(f"split={split!r}: a plain name such as train or test")
     rows_in = read_records(records, split=input_split, column_map=column_map)
-    if stages is None and "forgekit" in getattr(records, "attrs", {}):
-        stages = [records]
+    if stages is None:
+        stages = stages_of_frame(records)
     name = name or out.resolve().name
     if not name or "/" in name or name.startswith("."):
         raise ConfigError(f"name={name!r}: a plain data set name (it names files)")

@@ -61,13 +61,29 @@ class Provenance:
         return sorted(found)
 
 
+def stages_of_frame(df: Any) -> list[Any]:
+    """The stages a DataFrame itself vouches for: the method run it is the output of (only
+    when it still holds exactly that run's records: attrs survive filtering in pandas) and
+    a decontamination it went through."""
+    info = getattr(df, "attrs", {}).get("forgekit")
+    if not isinstance(info, Mapping):
+        return []
+    found: list[Any] = []
+    stats = info.get("stats") or {}
+    if info.get("method") and len(df) == stats.get("ok", -1) + stats.get("skipped", 0):
+        found.append(_from_run_frame(df, info))
+    if isinstance(info.get("decontaminate"), Mapping):
+        found.append(_from_summary(info["decontaminate"], "decontaminate"))
+    return found
+
+
 def collect(
     records: list[dict[str, Any]],
     stages: Iterable[Any] | None = None,
     source: Any = None,
     diversity: Mapping[str, Any] | None = None,
 ) -> Provenance:
-    found = [stage_of(item) for item in (stages or [])]
+    found = [s if isinstance(s, Stage) else stage_of(s) for s in (stages or [])]
     own = _manifest_beside(source) if isinstance(source, (str, os.PathLike)) else None
     if own is not None and not any(s.details.get("manifest") == own for s in found):
         found.append(stage_of(own))
@@ -110,7 +126,10 @@ def stage_of(item: Any) -> Stage:
     """A Stage from a result DataFrame, a run/manifest path, a result object or a dict."""
     attrs = getattr(item, "attrs", None)
     if isinstance(attrs, Mapping) and isinstance(attrs.get("forgekit"), Mapping):
-        return _from_run_frame(item, attrs["forgekit"])
+        info = attrs["forgekit"]
+        if isinstance(info.get("decontaminate"), Mapping):  # decontaminate(...).kept
+            return _from_summary(info["decontaminate"], "decontaminate")
+        return _from_run_frame(item, info)
     if isinstance(item, (str, os.PathLike)):
         manifest = _manifest_beside(item)
         if manifest is None:
@@ -173,6 +192,9 @@ def _from_manifest(path: Path) -> Stage:
             models=list(data.get("models") or []),
             details={"manifest": path, "status": data.get("status")},
         )
+    if len(data) == 1 and isinstance(next(iter(data.values())), Mapping):
+        ((step, data),) = data.items()  # {"decontaminate": summary} (forge decontaminate)
+        data = {"step": step, **data}
     stage = _from_summary(data, "step")
     stage.details["manifest"] = path
     return stage

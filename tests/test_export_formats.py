@@ -311,3 +311,18 @@ def test_cli_and_column_map(tmp_path, capsys):
     assert rows[0]["conversations"][0] == {"from": "human", "value": "Hi?"}
     assert main([*argv, "-f", "sharegpt", "--out", str(tmp_path / "o"), "--name", "u"]) == 1
     assert "exists; pass overwrite" in capsys.readouterr().err
+
+
+def test_magic_exports_a_notebook_dataset_variable(tmp_path):
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+
+    shell = start_ipython() or get_ipython()
+    shell.run_line_magic("load_ext", "forgekit")
+    shell.user_ns["my_ds"] = datasets.Dataset.from_list([{"question": "Hi?", "answer": "Hey."}])
+    out = tmp_path / "m"
+    line = f"export -i my_ds --map question=input --map answer=output -f openai --out {out}"
+    summary = shell.run_line_magic("forge", line)
+    assert summary["written"] == 1
+    rows = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
+    assert rows == [{"messages": msgs(("user", "Hi?"), ("assistant", "Hey."))}]

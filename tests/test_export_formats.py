@@ -326,3 +326,16 @@ def test_magic_exports_a_notebook_dataset_variable(tmp_path):
     assert summary["written"] == 1
     rows = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
     assert rows == [{"messages": msgs(("user", "Hi?"), ("assistant", "Hey."))}]
+
+
+def test_card_language_is_detected_or_left_for_the_user(tmp_path):
+    import yaml
+
+    def meta(records, folder):
+        card = export(records, "parquet", tmp_path / folder).card_path.read_text()
+        return yaml.safe_load(card[4:].partition("\n---\n")[0]), card
+
+    zh, _ = meta([{"input": "涂了甲硝唑后皮肤长的痘痘没有效果，我应该如何处理？"}], "zh")
+    assert zh["language"] == ["zh"]
+    unknown, card = meta([{"input": "Как дела у тебя сегодня?"}], "ru")
+    assert unknown["language"] == [] and "**Language**: not detected" in card

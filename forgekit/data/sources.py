@@ -204,6 +204,8 @@ def _arrow_file_records(path: Path) -> list[dict[str, Any]]:
 
     from forgekit.data.io import RecordFormatError
 
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
     try:
         with pa.memory_map(str(path)) as stream:
             try:

@@ -30,12 +30,12 @@ def size_category(n: int) -> str:
 
 def languages(records: list[dict[str, Any]], sample: int = 2000) -> list[str]:
     """ISO codes of the scripts the inputs are in (zh for mostly-CJK text, en for Latin),
-    each that covers at least 5 % of a sample; a coarse guess the user can correct."""
+    each that covers at least 5 % of a sample; a coarse guess the user can correct. Empty
+    when neither is found (the card then asks the user to fill it in)."""
     texts = [r.get("input") for r in records[:sample]]
     scripts = Counter(detect_script(t) for t in texts if isinstance(t, str) and t.strip())
     total = sum(scripts.values())
-    found = [s for s, n in scripts.most_common() if s != "other" and n >= 0.05 * total]
-    return found or ["en"]
+    return [s for s, n in scripts.most_common() if s != "other" and n >= 0.05 * total]
 
 
 def front_matter(
@@ -98,6 +98,10 @@ def render(
         if meta["license"] == "unknown"
         else f"License: {meta['license']}.",
         "",
+    ]
+    if not meta.get("language"):
+        lines += ["> **Language**: not detected; set `language:` above (ISO 639-1 codes).", ""]
+    lines += [
         "## Loading",
         "",
         "```python",

@@ -136,8 +136,9 @@ def _pipeline(stages: list[Stage], written: int, rejected: Mapping[str, int]) ->
         ]
         for i, stage in enumerate(stages, 1):
             models = ", ".join(f"`{m}`" for m in stage.models)
+            step = stage.step.replace("|", "\\|")  # a pipe would end the table cell
             lines.append(
-                f"| {i} | {stage.step} | {models} | {_num(stage.records_in)} | "
+                f"| {i} | {step} | {models} | {_num(stage.records_in)} | "
                 f"{_num(stage.removed)} | {_num(stage.failed)} | {_num(stage.records_out)} |"
             )
         lines += ["", "Counts at each stage:", ""]
@@ -165,9 +166,9 @@ def _stage_sentence(stage: Stage) -> str:
         if stage.failed:
             text += f" ({stage.failed} failed requests/records)"
         return text
-    verb = {"dedup": "deduplicated", "decontaminate": "decontaminated"}.get(stage.kind, "processed")
+    verb = {"dedup": "deduplicated: ", "decontaminate": "decontaminated: "}.get(stage.kind, "")
     text = (
-        f"{stage.step}: {_num(stage.records_in)} in, {verb}: {_num(stage.removed)} removed, "
+        f"{stage.step}: {_num(stage.records_in)} in, {verb}{_num(stage.removed)} removed, "
         f"{_num(stage.records_out)} kept"
     )
     flagged = stage.details.get("flagged")

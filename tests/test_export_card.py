@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -168,3 +169,36 @@ def test_a_frame_vouches_only_for_the_run_whose_records_it_still_holds(tmp_path)
     card = export(fewer, "trl-messages", tmp_path / "b").card_path.read_text()
     assert "No pipeline stages were given to the export" in card
     assert "| magpie | 3 | `smol` |" in card  # the lineage still names method and model
+
+
+def test_push_to_hub_uses_the_token_from_the_environment_only(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    import forgekit.export.hub as hub
+
+    monkeypatch.setattr(hub, "require_online", lambda what: None)  # as if online
+    for name in hub.TOKEN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    result = export([{"input": "Hi?", "output": "Hello."}], "openai", tmp_path / "set")
+    with pytest.raises(ConfigError, match="push_to_hub me/set: set HF_TOKEN"):
+        result.push_to_hub("me/set")
+    calls = []
+
+    class FakeApi:  # records what would be sent to the Hub
+        def __init__(self, token):
+            calls.append(("token", token))
+
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create", repo_id, kw["repo_type"], kw["private"]))
+
+        def upload_folder(self, folder_path, repo_id, **kw):
+            calls.append(("upload", sorted(p.name for p in Path(folder_path).iterdir()), repo_id))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    assert result.push_to_hub("me/set") == "https://huggingface.co/datasets/me/set"
+    assert calls == [
+        ("token", "hf_test_token"),
+        ("create", "me/set", "dataset", True),
+        ("upload", ["README.md", "train.jsonl"], "me/set"),
+    ]

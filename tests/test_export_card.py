@@ -202,3 +202,17 @@ def test_push_to_hub_uses_the_token_from_the_environment_only(tmp_path, monkeypa
         ("create", "me/set", "dataset", True),
         ("upload", ["README.md", "train.jsonl"], "me/set"),
     ]
+
+
+def test_diversity_true_measures_the_exported_inputs(tmp_path):
+    same = [{"input": "Name a colour.", "output": "Blue."}] * 3
+    varied = [{"input": f"{w} rivers shape valleys", "output": "."} for w in ("How", "Why", "When")]
+    preference = {"input": "x", "chosen": "a", "rejected": "b"}  # rejected by the format
+    cards = {}
+    for name, records in (("same", same), ("varied", varied)):
+        result = export([*records, preference], "openai", tmp_path / name, diversity=True)
+        cards[name] = result.card_path.read_text()
+    pattern = r"- vendi score of the inputs \(n-gram kernel, q=1\): ([0-9.]+)"
+    scores = {name: float(re.search(pattern, card).group(1)) for name, card in cards.items()}
+    assert scores["same"] == pytest.approx(1.0) and scores["varied"] > 1.5
+    assert "- records measured: 3" in cards["same"]  # the rejected record is not counted

@@ -45,6 +45,11 @@ def register(subparsers: Any) -> None:
         "dedup --out writes one), or a notebook variable (a result DataFrame); repeatable",
     )
     parser.add_argument("--no-card", action="store_true", help="do not write README.md")
+    parser.add_argument(
+        "--diversity",
+        action="store_true",
+        help="measure the Vendi score of the exported inputs for the card",
+    )
     parser.add_argument("--license", default=None, help="the card's license (default: unknown)")
     parser.add_argument(
         "--language", action="append", default=None, help="card language code(s); repeatable"
@@ -75,6 +80,7 @@ def _export(args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
         overwrite=args.overwrite,
         card=not args.no_card,
         stages=stages,
+        diversity=True if args.diversity else None,
         license=args.license,
         language=args.language,
         ground_truth=args.ground_truth,

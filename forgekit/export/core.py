@@ -83,6 +83,7 @@ class _Context:
     ability: str
     ground_truth: str
     index: int = 0
+    kept: list[bool] = field(default_factory=list)  # per record: written (not rejected)
 
 
 def export(
@@ -96,7 +97,7 @@ def export(
     overwrite: bool = False,
     card: bool = True,
     stages: Iterable[Any] | None = None,
-    diversity: Mapping[str, Any] | None = None,
+    diversity: Mapping[str, Any] | bool | None = None,
     license: str | None = None,
     language: list[str] | str | None = None,
     ground_truth: str = "target",
@@ -114,6 +115,8 @@ def export(
     `stages`: the pipeline's steps for the card, in order (method result DataFrames, run
     JSONL/manifest paths, dedup/decontamination results, dicts); a run's DataFrame passed as
     `records` counts as its own stage. `ground_truth`/`ability`/`data_source`: VeRL fields.
+    `diversity`: figures for the card (e.g. what `forge diversity` printed), or True to
+    measure the Vendi score of the exported inputs (n-gram kernel, at most 2,000 records).
     `push_to_hub="org/name"` uploads the folder afterwards (token from HF_TOKEN)."""
     if out is None:
         raise ConfigError("export: out= (the folder to write) is required")
@@ -166,7 +169,9 @@ def export(
         write_text_atomic(paths.dataset_info, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
         result.dataset_info_path = paths.dataset_info
     if card:
-        provenance = collect(rows_in, stages, records, diversity)
+        if diversity is True:
+            diversity = measure_diversity([r for r, kept in zip(rows_in, ctx.kept) if kept])
+        provenance = collect(rows_in, stages, records, diversity or None)
         meta = cards.front_matter(
             name=name,
             n_records=len(rows),
@@ -204,6 +209,7 @@ def convert_all(
 ) -> tuple[list[dict[str, Any]], list[tuple[str, int, dict[str, Any]]]]:
     """(rows, rejects as (reason, index, record)) — every record ends up in one of them."""
     if fmt.build is None:
+        ctx.kept = [True] * len(records)
         return [dict(r) for r in records], []
     build: Callable[[Any, Any], dict[str, Any]] = fmt.build
     rows, rejects = [], []
@@ -211,9 +217,25 @@ def convert_all(
         ctx.index = index
         try:
             rows.append(build(record, ctx))
+            ctx.kept.append(True)
         except Unrepresentable as exc:
             rejects.append((str(exc), index, record))
+            ctx.kept.append(False)
     return rows, rejects
+
+
+def measure_diversity(records: list[dict[str, Any]], at_most: int = 2000) -> dict[str, Any]:
+    """The Vendi score (n-gram kernel, q=1) of the records' inputs, on an even sample."""
+    from forgekit.evaluate import vendi_score
+
+    texts = [r for r in records if isinstance(r.get("input"), str) and r["input"].strip()]
+    if len(texts) < 2:
+        return {}
+    step = max(1, len(texts) // at_most)
+    sample = [{"input": r["input"]} for r in texts[::step][:at_most]]
+    score = vendi_score(sample, "input", kernel="ngram", q=1)
+    name = "vendi score of the inputs (n-gram kernel, q=1)"
+    return {name: round(float(score), 4), "records measured": len(sample)}
 
 
 class _Paths:

@@ -63,6 +63,8 @@ def check_run(tmp_path, nb, n_prompts: int) -> None:
     assert f"generate: {made} generated, 0 filtered, {made} kept" in card
     assert f"gate ({gate['method']}): {gate['input']} in" in card
     assert f"- exported: {export['written']} records" in card
+    if export["written"] >= 2:  # diversity=True: the Vendi score of what was exported
+        assert f"- records measured: {export['written']}" in card
     assert LEAKED not in users or "decontaminate: skipped" in text
     if "decontaminate: skipped" in text:  # forgekit.evaluate.decontaminate not merged yet
         assert "decontaminate" not in card.split("Counts at each stage:")[1]

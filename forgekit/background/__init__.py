@@ -224,12 +224,16 @@ def start(method: str, data: Any = None, **options: Any) -> BackgroundRun:
         known = ", ".join(sorted(registry.methods()))
         raise ConfigError(f"background: no method named {method!r} (methods: {known})")
     folder = _new_run_dir(method)
-    if isinstance(data, (str, os.PathLike)):
+    if isinstance(data, str) and data.startswith("hf:"):
+        pass  # a Hub name: the child reads it
+    elif isinstance(data, (str, os.PathLike)):
         data = str(Path(data).resolve())
     elif isinstance(data, (list, tuple)) and data and isinstance(data[0], (str, os.PathLike)):
         data = [str(Path(p).resolve()) for p in data]  # a method over files (doc_qa)
     elif data is not None:
-        data = _save_input(folder, data)
+        # A notebook object (DataFrame, Dataset, list): saved as the records it reads as.
+        reading = {k: options.pop(k) for k in ("split", "column_map") if k in options}
+        data = _save_input(folder, data, reading)
     config = options.get("config")
     if config is not None and (config.on_event or config.cancel_event is not None):
         # Hooks of this process cannot reach the other one; the event log replaces them.
@@ -246,11 +250,11 @@ def _new_run_dir(command: str) -> Path:
     return folder
 
 
-def _save_input(folder: Path, data: Any) -> str:
+def _save_input(folder: Path, data: Any, reading: dict[str, Any]) -> str:
     from forgekit.data.io import read_records, write_records
 
     path = folder / "input.jsonl"
-    write_records(read_records(data), path)
+    write_records(read_records(data, **reading), path)
     return str(path)
 
 

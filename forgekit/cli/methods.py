@@ -18,6 +18,7 @@ from forgekit.cli.options import (
     add_input_option,
     add_model_option,
     add_run_options,
+    input_reading,
     run_config_from_args,
 )
 from forgekit.methods.registry import methods
@@ -192,6 +193,8 @@ def run_command(cls: type[Method], args: argparse.Namespace, ctx: Any) -> Any:
     if cls.inputs == "paths":
         data = args.paths
     run = {"model": args.model, "out": args.out, "config": run_config_from_args(args, ctx)}
+    if cls.inputs not in ("none", "paths"):
+        run.update(input_reading(args))
     if getattr(args, "background", False):
         return _start_background(cls, data, {**kwargs, **run}, ctx)
     return call(cls, data, {**kwargs, **run})

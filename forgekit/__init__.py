@@ -4,7 +4,16 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_ipython_extension"]
+__all__ = ["__version__", "export", "load_ipython_extension"]
+
+
+def __getattr__(name: str):
+    # `forgekit.export(...)`: the export package, callable like its function; loaded on use.
+    if name == "export":
+        import importlib
+
+        return importlib.import_module("forgekit.export")
+    raise AttributeError(f"module 'forgekit' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython) -> None:  # pragma: no cover - exercised by the Jupyter tests

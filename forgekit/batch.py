@@ -183,17 +183,23 @@ def absolute_inputs(
     """The parameters a combination's notebook gets. It runs in a folder of its own, where a
     file named relative to the folder the batch was started from does not exist; so a value
     of a parameter whose default is empty (the templates' optional inputs: input_path,
-    docs_dir, seed_tasks) that names an existing file or folder under `base` is passed as
-    an absolute path. Outputs (`out`, with a file name as default) stay in the combination's
-    folder; the index keeps the values as written in the grid."""
+    docs_dir, seed_tasks; or a list, such as benchmarks) that names an existing file or folder
+    under `base` is passed as an absolute path. Outputs (`out`, with a file name as default)
+    stay in the combination's folder; the index keeps the values as written in the grid."""
     given = dict(params)
+
+    def absolute(value: Any) -> Any:
+        path = Path(value) if isinstance(value, str) and value else None
+        if path is None or path.is_absolute() or not (base / path).exists():
+            return value
+        return str((base / path).resolve())
+
     for name, value in params.items():
-        optional_input = (declared.get(name) or {}).get("default") in ('""', "''")
-        if not (optional_input and isinstance(value, str) and value):
-            continue
-        path = Path(value)
-        if not path.is_absolute() and (base / path).exists():
-            given[name] = str((base / path).resolve())
+        default = (declared.get(name) or {}).get("default")
+        if default in ('""', "''"):
+            given[name] = absolute(value)
+        elif default == "[]" and isinstance(value, list):  # a list of files (benchmarks)
+            given[name] = [absolute(v) for v in value]
     return given
 
 

@@ -5,7 +5,8 @@
     prompts:
       system: You are a careful annotator.
       user_file: prompts/label.j2    # <name>_file reads the template from a file
-    input: data.jsonl                # the method's `data`
+    input: data.jsonl                # the method's `data` (a file, a folder, hf:org/name)
+    column_map: {question: input}    # optional: read column question as the field input
     output: out/labels.jsonl         # the method's `out` (resumable)
     sampling: {temperature: 0.2, max_tokens: 64}   # the method's `params`
     params:                          # any other option of the method
@@ -62,6 +63,8 @@ class RunFile(BaseModel):
     models: list[str] | None = None
     prompts: dict[str, str] = Field(default_factory=dict)
     input: str | None = None
+    split: str | None = None  # of a DatasetDict folder or hf: input
+    column_map: dict[str, str] | None = None  # input column -> record field
     output: str | None = None
     sampling: dict[str, Any] | None = None
     params: dict[str, Any] = Field(default_factory=dict)
@@ -213,14 +216,20 @@ def load_plan(path: str | Path) -> RunPlan:
                 raise fail(f"prompts.{key}", f"no such file {file}")
             value = file.read_text(encoding="utf-8")
         put(name, value, f"prompts.{key}")
-    if spec.input is not None:
-        from forgekit.methods.registry import get
+    from forgekit.methods.registry import get
 
-        file = resolve(spec.input)
-        reads_folders = getattr(get(spec.method), "inputs", None) == "paths"
-        if not (file.exists() if reads_folders else file.is_file()):
-            raise fail("input", f"no such file {file}")
-        kwargs["data"], sources["data"] = str(file), "input"
+    if spec.input is not None:
+        kwargs["data"], sources["data"] = spec.input, "input"
+        if not spec.input.startswith("hf:"):  # files and folders (parquet, save_to_disk)
+            file = resolve(spec.input)
+            if not file.exists():
+                raise fail("input", f"no such file {file}")
+            kwargs["data"] = str(file)
+    for key in ("split", "column_map"):  # how the input is read (forgekit.data.sources)
+        if getattr(spec, key) is not None:
+            if getattr(get(spec.method), "inputs", None) in ("none", "paths"):
+                raise fail(key, f"method {spec.method!r} reads no records")
+            kwargs[key], sources[key] = getattr(spec, key), key
     if spec.output is not None:
         kwargs["out"], sources["out"] = str(resolve(spec.output)), "output"
     if spec.sampling is not None:
@@ -260,7 +269,7 @@ def _check_types(
     from pydantic import TypeAdapter
 
     for name, value in kwargs.items():
-        hint = accepted[name].hint
+        hint = accepted[name].hint if name in accepted else None  # split/column_map: pydantic's
         if hint is None or name == "data":
             continue
         try:

@@ -255,6 +255,13 @@ def test_input_files_are_found_from_where_the_batch_runs(tmp_path):
     # Absolute paths and missing files are passed as given (the notebook names a missing one).
     other = {"input_path": "/data/x.jsonl", "docs_dir": "nowhere"}
     assert absolute_inputs(other, declared, tmp_path) == other
+    # a list of files (training_set's benchmarks): each existing one made absolute
+    lists = {"benchmarks": {"default": "[]"}, "reject_quality": {"default": '["poor"]'}}
+    given = {"benchmarks": ["mine.jsonl", "gone.jsonl"], "reject_quality": ["mine.jsonl"]}
+    assert absolute_inputs(given, lists, tmp_path) == {
+        "benchmarks": [str(tmp_path / "mine.jsonl"), "gone.jsonl"],
+        "reject_quality": ["mine.jsonl"],  # not an input parameter: as given
+    }
 
 
 def test_token_limits_are_parameters_credentials_are_not(tmp_path):

@@ -41,6 +41,10 @@ SMALL = {
     "judge": ({"max_tokens": 48}, {"judge.jsonl": 2}),
     "evaluate": ({}, {"deduplicated.jsonl": 4}),
     "pipeline": ({"n": 2, "max_tokens": 24}, {"magpie.jsonl": 2, "sft.jsonl": 1}),
+    "training_set": (
+        {"max_tokens": 24, "judge_max_tokens": 24, "min_words": 1},
+        {"generated.jsonl": 4, "judged.jsonl": 4, "training_set/train.jsonl": 1},
+    ),
     "quickstart": ({"n": 2, "max_tokens": 24}, {"quickstart.jsonl": 2}),
     "end_to_end": (
         {"max_tokens": 24, "topics_list": ["volcanoes", "fractions"]},
@@ -51,6 +55,7 @@ SMALL = {
 FILES = {
     "evaluate": ["diversity_report.html"],
     "pipeline": ["report.html"],
+    "training_set": ["training_set/README.md"],
     "diversity_analysis": ["diversity_report.html"],
 }
 

@@ -328,3 +328,26 @@ def test_method_commands_end_to_end_on_stub(stub, stub_model, tmp_path, capsys):
         == 1
     )
     assert "variable 'missing' is undefined for item 0" in capsys.readouterr().err
+
+
+def test_a_config_reads_a_save_to_disk_split_with_a_column_map(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from forgekit.models.scripted import ScriptedModel
+
+    rows = [{"word": "tide"}, {"word": "dune"}]
+    split = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)})
+    split.save_to_disk(str(tmp_path / "words"))
+    config = {
+        "method": "generate",
+        "input": "words",  # a folder, relative to the file
+        "split": "train",
+        "column_map": {"word": "term"},
+        "prompts": {"user": "Define {{ term }}."},
+        "run": {"progress": False},
+    }
+    df = run_file(write_config(tmp_path, config), model=ScriptedModel())
+    assert list(df["output"]) == ["echo: Define tide.", "echo: Define dune."]
+    with pytest.raises(ConfigError, match="column_map: method 'magpie' reads no records"):
+        load_plan(write_config(tmp_path / "m", {"method": "magpie", "column_map": {"a": "b"}}))
+    with pytest.raises(ConfigError, match="input: no such file"):
+        load_plan(write_config(tmp_path / "x", {**config, "input": "nowhere"}))

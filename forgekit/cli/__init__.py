@@ -11,6 +11,7 @@ from the method declarations (forgekit.methods.registry), `forge run` from the s
     decontaminate.py  `forge decontaminate`
     run.py       `forge run config.yaml`
     batch.py     `forge batch`
+    runs.py      `forge runs`: background runs (list, follow, cancel, records)
 """
 
 from forgekit.cli.app import (

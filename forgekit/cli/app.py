@@ -29,8 +29,10 @@ COMMAND_MODULES = (
     "forgekit.cli.methods",
     "forgekit.cli.evaluate",
     "forgekit.cli.decontaminate",
+    "forgekit.cli.export",
     "forgekit.cli.run",
     "forgekit.cli.batch",
+    "forgekit.cli.runs",
 )
 
 
@@ -70,7 +72,10 @@ class CommandContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolve_input(self, value: Any) -> Any:
-        """A notebook variable of that name if there is one, else the value (a path) itself."""
+        """A notebook variable of that name if there is one, else the value (a path, or a
+        Hub name `hf:org/name[:split]`) itself."""
+        if isinstance(value, str) and value.startswith("hf:"):
+            return value
         if isinstance(value, str) and self.namespace is not None and value.isidentifier():
             if value in self.namespace:
                 return self.namespace[value]

@@ -11,16 +11,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from forgekit.cli.options import INPUT_HELP, add_input_reading_options, input_source
 from forgekit.errors import ConfigError
 
 
 def _common(parser: argparse.ArgumentParser, text_default: str = "input") -> None:
-    parser.add_argument(
-        "-i",
-        "--input",
-        required=True,
-        help="records: a .jsonl/.json/.csv/.parquet file, or a notebook DataFrame variable",
-    )
+    parser.add_argument("-i", "--input", required=True, help=INPUT_HELP)
+    add_input_reading_options(parser)
     parser.add_argument(
         "--text",
         default=text_default,
@@ -166,7 +163,7 @@ def _dedup(args: argparse.Namespace, ctx) -> Any:
     from forgekit.evaluate.rouge import rouge_filter
     from forgekit.evaluate.semantic import semantic_dedup
 
-    data = ctx.resolve_input(args.input)
+    data = input_source(args, ctx)
     common = {"id_field": args.id_field}
     if args.method == "exact":
         result = exact_dedup(
@@ -224,17 +221,26 @@ def _dedup(args: argparse.Namespace, ctx) -> Any:
         return result.kept
     write_records(result.kept, args.out, overwrite=args.overwrite)
     summary = result.summary()
+    _write_step_manifest(args.out, {"step": "dedup", **summary, "input_file": args.input})
     summary["out"] = args.out
     if args.removed_out:
         summary["removed_out"] = args.removed_out
     return summary
 
 
+def _write_step_manifest(out: str, summary: dict[str, Any]) -> None:
+    """`<out>.manifest.json` beside a step's output: what `forge export --stage` and the
+    dataset card read (counts in, removed, kept; a run's manifest has the same name)."""
+    from forgekit.engine.store import sidecar, write_json_atomic
+
+    write_json_atomic(sidecar(Path(out), "manifest"), summary)
+
+
 def _diversity(args: argparse.Namespace, ctx) -> dict[str, Any]:
     from forgekit.evaluate.common import load_frame
     from forgekit.evaluate.diversity import entity_diversity, vendi_score
 
-    df = load_frame(ctx.resolve_input(args.input))
+    df = load_frame(input_source(args, ctx))
     qs = args.q or ["1"]
     out: dict[str, Any] = {"records": len(df)}
     scores = vendi_score(df, args.text, kernel=args.kernel, q=list(qs), embedder=args.embedder)

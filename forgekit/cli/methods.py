@@ -20,6 +20,7 @@ from forgekit.cli.options import (
     add_model_option,
     add_run_options,
     gate_options_from_args,
+    input_reading,
     run_config_from_args,
 )
 from forgekit.methods.registry import methods
@@ -176,7 +177,8 @@ def _element_type(hint: Any) -> Any:
 
 
 def run_command(cls: type[Method], args: argparse.Namespace, ctx: Any) -> Any:
-    """Call the method with what the command line gave."""
+    """Call the method with what the command line gave (`--background`: the same call in
+    a child process, see forgekit.background)."""
     kwargs: dict[str, Any] = {}
     for field, info in options_of(cls.Options):
         if not info.cli:
@@ -194,4 +196,21 @@ def run_command(cls: type[Method], args: argparse.Namespace, ctx: Any) -> Any:
     if cls.inputs == "paths":
         data = args.paths
     run = {"model": args.model, "out": args.out, "config": run_config_from_args(args, ctx)}
-    return call(cls, data, {**kwargs, **run, **gate_options_from_args(args, ctx)})
+    if cls.inputs not in ("none", "paths"):
+        run.update(input_reading(args))
+    run.update(gate_options_from_args(args, ctx))
+    if getattr(args, "background", False):
+        return _start_background(cls, data, {**kwargs, **run}, ctx)
+    return call(cls, data, {**kwargs, **run})
+
+
+def _start_background(cls: type[Method], data: Any, kwargs: dict[str, Any], ctx: Any) -> Any:
+    from forgekit.background import start
+
+    run = start(cls.name, data, **kwargs)
+    if ctx is not None and ctx.interactive:
+        return run  # the magic shows its live monitor
+    return (
+        f"started background run {run.id} (pid {run.info['pid']}) -> {run.out}\n"
+        f"follow it: forge runs --follow {run.id}   cancel it: forge runs --cancel {run.id}"
+    )

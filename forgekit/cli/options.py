@@ -64,6 +64,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "--cache-path", default=None, help=f"response cache file (default {default_cache_path()})"
     )
     group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    group.add_argument(
+        "--background",
+        action="store_true",
+        help="run in a separate process and return at once with its run id (see `forge runs`)",
+    )
 
 
 def add_gate_options(parser: argparse.ArgumentParser) -> None:
@@ -161,21 +166,69 @@ def add_sampling_options(
     parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
 
 
+INPUT_HELP = (
+    "input records: a .jsonl/.json/.csv/.parquet/.arrow file, a folder of them or a "
+    "save_to_disk folder, hf:org/name[:split] (online), or (in a notebook) the name of a "
+    "DataFrame, list or datasets variable"
+)
+
+
 def add_input_option(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("-i", "--input", required=required, help=INPUT_HELP)
+    add_input_reading_options(parser)
+
+
+def add_input_reading_options(parser: argparse.ArgumentParser) -> None:
+    """--split and --map: which split of a DatasetDict / Hub data set, and column renames."""
     parser.add_argument(
-        "-i",
-        "--input",
-        required=required,
-        help="input records: a .jsonl/.json/.csv/.parquet file, or (in a notebook) the name "
-        "of a DataFrame or list variable",
+        "--split", default=None, help="the split of a DatasetDict, save_to_disk folder or hf: input"
     )
+    parser.add_argument(
+        "--map",
+        dest="column_map",
+        action="append",
+        default=None,
+        metavar="COLUMN=FIELD",
+        help="read input column COLUMN as record field FIELD, e.g. --map instruction=input "
+        "(repeatable)",
+    )
+
+
+def input_reading(args: argparse.Namespace) -> dict[str, Any]:
+    """`split` and `column_map` keywords from --split / --map (only those given)."""
+    from forgekit.errors import ConfigError
+
+    reading: dict[str, Any] = {}
+    if getattr(args, "split", None):
+        reading["split"] = args.split
+    pairs = getattr(args, "column_map", None) or []
+    if pairs:
+        mapping = {}
+        for pair in pairs:
+            column, sep, name = pair.partition("=")
+            if not sep or not column.strip() or not name.strip():
+                raise ConfigError(f"--map {pair!r}: use COLUMN=FIELD, e.g. --map instruction=input")
+            mapping[column.strip()] = name.strip()
+        reading["column_map"] = mapping
+    return reading
+
+
+def input_source(args: argparse.Namespace, ctx: Any, value: Any = None) -> Any:
+    """The data named by --input (or `value`), wrapped with --split / --map when given."""
+    data = ctx.resolve_input(args.input if value is None else value)
+    reading = input_reading(args)
+    if not reading:
+        return data
+    from forgekit.data.sources import source
+
+    return source(data, **reading)
 
 
 def read_input(args: argparse.Namespace, ctx: Any) -> list[dict[str, Any]]:
     """The records named by --input: a notebook variable (magics) or a file."""
     from forgekit.data.io import read_records
 
-    return read_records(ctx.resolve_input(args.input))
+    return read_records(ctx.resolve_input(args.input), **input_reading(args))
 
 
 def run_config_from_args(args: argparse.Namespace, ctx: Any = None) -> RunConfig:

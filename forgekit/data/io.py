@@ -172,8 +172,26 @@ def _decode_json_columns(
     return records
 
 
-def read_records(source: RecordSource, fmt: str | None = None) -> list[dict[str, Any]]:
-    """Read records from a path (.jsonl/.json/.csv/.parquet), a DataFrame or dicts."""
+def read_records(
+    source: RecordSource,
+    fmt: str | None = None,
+    *,
+    split: str | None = None,
+    column_map: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Read records from a path (.jsonl/.json/.csv/.parquet/.arrow, a folder of them, a
+    `save_to_disk` folder, `hf:org/name[:split]`), a DataFrame, a `datasets` Dataset or
+    DatasetDict (`split=`), or dicts; `column_map` renames source columns to record fields
+    (see forgekit.data.sources)."""
+    from forgekit.data import sources
+
+    if sources.handles(source) or split is not None or column_map:
+        if not sources.handles(source):
+            records = read_records(source, fmt)
+            if split is not None:
+                raise RecordFormatError(f"split={split!r}: only a DatasetDict or hf: has splits")
+            return sources.apply_column_map(records, column_map or {}, sources.describe(source))
+        return sources.read_source(source, split=split, column_map=column_map)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():

@@ -13,7 +13,8 @@ import pandas as pd
 
 from forgekit.errors import ConfigError
 
-DataLike = Any  # DataFrame | path (.jsonl/.json/.csv/.parquet) | list of dicts
+# DataFrame | path (.jsonl/.json/.csv/.parquet/.arrow, a folder, hf:name) | datasets | dicts
+DataLike = Any
 EXTERNAL = -2  # duplicate_of marker: matched a text outside the data (e.g. a seed pool)
 
 
@@ -26,8 +27,9 @@ def load_frame(data: DataLike, what: str = "data") -> pd.DataFrame:
     if isinstance(data, pd.DataFrame):
         return data
     from forgekit.data.io import read_records, records_to_dataframe
+    from forgekit.data.sources import handles
 
-    if isinstance(data, (str, os.PathLike)):
+    if isinstance(data, (str, os.PathLike)) or handles(data):  # files, folders, datasets, hf:
         return records_to_dataframe(read_records(data))
     if isinstance(data, Mapping):
         raise ConfigError(f"{what}: got one dict; pass a list of records, a DataFrame or a path")

@@ -52,6 +52,9 @@ notebook extras (%forge / %%forge):
   %%forge generate ...  the cell body is the user prompt template ({{ field }} kept as is)
   %%forge system        the cell body becomes the system template of later template
                         commands; `%forge system` shows it, `%forge system --clear` drops it
+  --background          run in a separate process; the kernel stays free. A live
+                        monitor shows it; `%forge runs` lists runs, `%forge runs
+                        --follow ID` reattaches (also after a kernel restart)
   --debug               show the full traceback of an error
   FORGEKIT_NO_WIDGETS=1 plain text progress instead of the run monitor widget
 """
@@ -127,8 +130,8 @@ class ForgeMagics(Magics):
         if target is not None and (not target.isidentifier() or keyword.iskeyword(target)):
             raise UsageError(f"-o {target}: not a valid Python variable name")
         ctx = CommandContext(namespace=self.shell.user_ns, cell=cell, interactive=True)
-        if hasattr(args, "no_progress"):  # a command that runs the engine
-            result = self._run_with_progress(args, ctx)
+        if hasattr(args, "no_progress") and not getattr(args, "background", False):
+            result = self._run_with_progress(args, ctx)  # a command that runs the engine
         else:
             try:
                 result = execute(args, ctx)
@@ -146,6 +149,8 @@ class ForgeMagics(Magics):
                 raise
         if target is not None:
             self.shell.user_ns[target] = result
+        if type(result).__name__ == "BackgroundRun":
+            return self._show_background(result)
         if isinstance(result, str):
             print(result)
             return None
@@ -187,6 +192,17 @@ class ForgeMagics(Magics):
             if summary:
                 print(summary, file=sys.stderr)
         return result
+
+    def _show_background(self, run: Any) -> Any:
+        """A background run (`--background`, `%forge runs --follow ID`): its live monitor,
+        or one line where no front end draws widgets; the kernel is free at once."""
+        if widgets_enabled(self.shell):
+            from forgekit.jupyter.background import watch
+
+            run.live_monitor = watch(run)  # also reachable from `-o NAME`
+            return run.live_monitor
+        print(f"forgekit: {run!r}; `%forge runs` lists runs, `%forge runs --cancel {run.id}`")
+        return None
 
     def _interrupted(self, args: argparse.Namespace, run: Any) -> RunInterrupted:
         """Keep what finished: bind it to -o NAME, and say where it is."""

@@ -34,14 +34,16 @@ from forgekit.methods.samplers import model_key
 from forgekit.methods.spec import Method, is_required, options_of
 from forgekit.models import Model, ModelPool, SamplingParams
 
-# Keywords every method accepts and hands to the engine (see RunConfig).
+# Keywords every method accepts: for the engine (RunConfig) and for reading its input.
 RUN_OPTIONS = tuple(f for f in RunConfig.__dataclass_fields__ if f != "description")
+INPUT_OPTIONS = ("split", "column_map")
 
 
 def call(cls: type[Method], data: Any, kwargs: dict[str, Any]):
     """Run method `cls` on `data` with `kwargs` (options + run options); a DataFrame."""
     kwargs = dict(kwargs)
     model, out = kwargs.pop("model", None), kwargs.pop("out", None)
+    reading = {k: v for k in INPUT_OPTIONS if (v := kwargs.pop(k, None)) is not None}
     gate_options = GateOptions.take(cls, kwargs)
     if gate_options.target is not None and "n" in cls.Options.__dataclass_fields__:
         kwargs["n"] = gate_options.target  # the method's own count is the target
@@ -51,7 +53,7 @@ def call(cls: type[Method], data: Any, kwargs: dict[str, Any]):
     models = Models(model, options)
     method = cls(models.resolved_options)
     method.model, method.target = models.main, gate_options.target
-    items = method.prepare(read_input(cls, data))
+    items = method.prepare(read_input(cls, data, **reading))
     run = Run(method, models, out, config, job, Gate(gate_options, method.score))
     result = run_sync(lambda: run.execute(items))
     details = method.summary(result.records)
@@ -78,8 +80,8 @@ def resolve(cls: type[Method], given: dict[str, Any]) -> Any:
     if unknown:
         raise TypeError(
             f"{cls.name}() got unexpected option(s): {', '.join(unknown)} "
-            f"(options: {', '.join(declared)}; run options: model, out, config, "
-            f"{', '.join(RUN_OPTIONS + GATE_OPTIONS)})"
+            f"(options: {', '.join(declared)}; run options: model, out, split, column_map, "
+            f"config, {', '.join(RUN_OPTIONS + GATE_OPTIONS)})"
         )
     values: dict[str, Any] = {}
     for name, (field, info) in declared.items():
@@ -159,9 +161,12 @@ class Models:
         await self.pool.aclose()
 
 
-def read_input(cls: type[Method], data: Any) -> list[Any]:
+def read_input(cls: type[Method], data: Any, **reading: Any) -> list[Any]:
+    """The input records via read_records (files, folders, datasets, hf:; split, column_map)."""
     from forgekit.data.io import read_records
 
+    if cls.inputs in ("none", "paths") and reading:  # no records to split or rename
+        raise TypeError(f"{cls.name}() reads no records: {', '.join(reading)} do not apply")
     if cls.inputs == "none":
         if data is not None:
             raise TypeError(f"{cls.name}() takes no input data")
@@ -176,7 +181,7 @@ def read_input(cls: type[Method], data: Any) -> list[Any]:
         )
     if cls.inputs == "paths":  # the method reads them itself
         return list(data) if isinstance(data, (list, tuple)) else [data]
-    records = read_records(data)
+    records = read_records(data, **reading)
     if not records:
         raise ConfigError(f"{cls.name}: the input holds no records")
     return records

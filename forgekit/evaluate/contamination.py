@@ -218,9 +218,10 @@ def _is_records(value: Sequence[Any]) -> bool:
 
 def _load_benchmark(bench: Benchmark, fields: Any) -> dict[str, Any]:
     path = bench.data if isinstance(bench.data, (str, os.PathLike)) else None
-    name = bench.name or (Path(path).stem if path else None)
+    hub = isinstance(path, str) and path.startswith("hf:")  # read by forgekit.data.io
+    name = bench.name or (path[3:] if hub else Path(path).stem if path else None)
     where = f"benchmark {name or '(unnamed)'}" + (f" (file {path})" if path else "")
-    if path is not None and not Path(path).exists():
+    if path is not None and not hub and not Path(path).exists():
         raise ConfigError(f"{where}: no such file")
     df = _frame(bench.data, where)
     wanted = bench.fields if bench.fields is not None else fields

@@ -92,8 +92,10 @@ function render({ model, el }) {
 
   function publish() {
     clearTimeout(publishTimer);
+    el.dataset.pending = "true"; // a selection change not yet sent to Python
     publishTimer = setTimeout(() => {
       if (!alive) return;
+      delete el.dataset.pending;
       const count = selectRows(records, selection, null).length;
       el.dataset.selected = String(count);
       model.set("selection", structuredClone(selection));

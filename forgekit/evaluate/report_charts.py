@@ -4,7 +4,7 @@ Four charts, each able to select records: the embedding map (drag a rectangle: `
 the label bars (click: `pick`), the length histogram (drag along x: `span`) and the duplicate
 clusters (click: `cluster`). Each chart is two layers over the plotted records: every record
 in light grey, and on top, in colour, the records that pass the *other* charts' selections
-(the map also greys out what is outside its own brush). A double-click clears a selection.
+(the map also fades what is outside its own brush). A double-click clears a selection.
 
 The same chart builders serve two outputs:
 
@@ -87,13 +87,18 @@ def map_chart(alt, records, base_data, top_data, top_filters, brush, width, labe
     tooltip = ["key:N", "labels:N", "length:Q", "duplicate:N", "text:N"]
 
     def make(chart, muted):
-        chart = chart.mark_circle(size=22 if muted else 26, opacity=1 if muted else 0.85)
+        chart = chart.mark_circle(size=22 if muted else 26)
         chart = chart.encode(
             x=alt.X("x:Q", title="PC 1", axis=alt.Axis(labels=False, ticks=False)),
             y=alt.Y("y:Q", title="PC 2", axis=alt.Axis(labels=False, ticks=False)),
             tooltip=tooltip,
         )
-        return chart.encode(color=alt.value(MUTED)) if muted else chart.encode(color=color)
+        if muted:
+            return chart.encode(color=alt.value(MUTED))
+        # Outside the brush, points fade (the widget also drops them from this layer).
+        return chart.encode(
+            color=color, opacity=alt.condition(brush, alt.value(0.9), alt.value(0.12))
+        )
 
     base, top = _layers(alt, "map", base_data, top_data, top_filters, make)
     return alt.layer(base.add_params(brush), top).properties(
@@ -172,13 +177,13 @@ def _params(alt, names: Sequence[str]) -> dict[str, Any]:
 
 
 def _build(alt, records, names, params, width, label_title, base_data, top_data, linked):
-    """Each chart by name; `linked`: the top layer filters by the other charts' params
-    (the map's by its own brush as well)."""
+    """Each chart by name; `linked`: the top layer filters by the other charts' params.
+    (Not the map's by its own brush: Vega rejects that spec, "Duplicate signal name".)"""
 
     def filters(name):
         if not linked:
             return []
-        return [p for other, p in params.items() if other != name or name == "map"]
+        return [p for other, p in params.items() if other != name]
 
     n_clusters = int(records["cluster"].nunique())
     build = {
@@ -273,12 +278,32 @@ def linked_chart(records: pd.DataFrame, label_title: str, width: int = 380):
         ],
         spacing=4,
     ).properties(title=f"Selected records (first {TABLE_ROWS} in data order)")
-    side = [charts[n] for n in ("labels", "length") if n in charts]
-    rows = [alt.hconcat(charts["map"], alt.vconcat(*side))]
+    # Assembled as a dict: Altair's own concat would attach each param to both layers of
+    # its chart, and Vega rejects the result ("Duplicate signal name").
+    params: list[dict[str, Any]] = []
+    datasets: dict[str, Any] = {}
+
+    def part(chart) -> dict[str, Any]:
+        spec = chart.to_dict()
+        params.extend(spec.pop("params", []))
+        datasets.update(spec.pop("datasets", {}))
+        for key in ("$schema", "config"):
+            spec.pop(key, None)
+        return spec
+
+    side = [part(charts[n]) for n in ("labels", "length") if n in charts]
+    rows = [{"hconcat": [part(charts["map"]), {"vconcat": side}]}]
     if "duplicates" in charts:
-        rows.append(charts["duplicates"])
-    rows.append(table)
-    return alt.vconcat(*rows).configure_view(stroke=None).configure_title(anchor="start")
+        rows.append(part(charts["duplicates"]))
+    rows.append(part(table))
+    spec = {
+        "$schema": alt.SCHEMA_URL,
+        "vconcat": rows,
+        "params": params,
+        "datasets": datasets,
+        "config": {"view": {"stroke": None}, "title": {"anchor": "start"}},
+    }
+    return alt.VConcatChart.from_dict(spec)
 
 
 def chart_records(records: pd.DataFrame) -> list[dict[str, Any]]:

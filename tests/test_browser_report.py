@@ -238,6 +238,7 @@ WIDGET_CELLS = [
     "monitor = RunMonitor('offline check')\n"
     "monitor.handle_event('start', {'total': 2, 'out': 'x.jsonl'})\n"
     "monitor.handle_event('record', {'record': {'id': 'a', 'input': 'q', 'output': 'o'}})\n"
+    "monitor.flush(force=True)\n"
     "monitor",
     "viewer = DatasetViewer(df)\nviewer",
     "pairs = [{'id': f'p{i}', 'input': f'q{i}', 'chosen': 'good', 'rejected': 'bad'}"

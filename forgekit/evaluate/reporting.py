@@ -30,6 +30,9 @@ from forgekit.evaluate.embed import Embedder
 from forgekit.evaluate.report_charts import linked_chart, select_rows, separate_charts
 from forgekit.evaluate.report_data import ReportData, compute_report
 
+# Vega-Embed's menu without "Open in Vega Editor" (a link to a web site).
+EMBED = {"actions": {"export": True, "source": False, "compiled": False, "editor": False}}
+
 
 class DiversityReport(ReportData):
     """Summary table + linked charts for one data set (see module doc)."""
@@ -123,7 +126,9 @@ class DiversityReport(ReportData):
             inline = True
         except ImportError:
             inline = False
-        body = chart.to_html(inline=inline, fullhtml=False, output_div="forgekit-report")
+        body = chart.to_html(
+            inline=inline, fullhtml=False, output_div="forgekit-report", embed_options=EMBED
+        )
         page = (
             "<!DOCTYPE html><html><head><meta charset='utf-8'><title>forgekit diversity report"
             "</title><style>body{font-family:sans-serif;margin:24px}"
@@ -211,7 +216,7 @@ def use_offline_altair() -> None:
             import vl_convert  # noqa: F401
         except ImportError:
             return
-        alt.renderers.enable("default", template="inline")
+        alt.renderers.enable("default", template="inline", embed_options=EMBED)
 
 
 def _fmt(value: Any) -> str:

@@ -131,7 +131,7 @@ class Outbound:
 
     def route(self, route) -> None:
         host = urllib.parse.urlsplit(route.request.url).hostname or ""
-        if route.request.url.startswith(("data:", "blob:")) or host in LOOPBACK:
+        if route.request.url.startswith(("data:", "blob:", "file:")) or host in LOOPBACK:
             route.continue_()
         else:
             self.attempts.append(route.request.url)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -295,5 +296,53 @@ def test_report_in_notebook7_offline(server, offline_page):
         shot(page, "notebook7-report.png")
     except Exception:
         shot(page, "notebook7-report-failure.png")
+        raise
+    assert outbound.attempts == []
+
+
+def label_counts(page) -> int:
+    """Records in the label chart's top layer (the bars that follow the other selections)."""
+    labels = page.locator("g.labels_selected_marks path").evaluate_all(
+        "paths => paths.map(p => p.getAttribute('aria-label'))"
+    )
+    return sum(int(re.search(r"Count of Records: (\d+)", a)[1]) for a in labels)
+
+
+def test_saved_html_report_is_offline_and_linked(tmp_path, offline_page):
+    """`report.save("x.html")` opened from disk with the network cut off: the charts draw, a
+    brush on the map narrows the label bars, a double-click restores them."""
+    import forgekit.evaluate as ev
+
+    page, outbound, _ = offline_page
+    records = man_page_corpus(600)
+    path = ev.report(records, text="output", label="tag").save(tmp_path / "report.html")
+    try:
+        page.goto(path.as_uri())
+        plot = page.locator("g.map_all_marks")
+        plot.wait_for(timeout=60_000)
+        total = label_counts(page)
+        assert total == len(records)
+        box = plot.bounding_box()
+        drag(page, box, (0.02, 0.02), (0.6, 0.6))
+        page.wait_for_function(
+            "n => [...document.querySelectorAll('g.labels_selected_marks path')]"
+            ".reduce((s, p) => s + Number(/Count of Records: (\\d+)/"
+            ".exec(p.getAttribute('aria-label'))[1]), 0) !== n",
+            arg=total,
+            timeout=15_000,
+        )
+        brushed = label_counts(page)
+        assert 0 < brushed < total
+        shot(page, "saved-html-brushed.png")
+        page.mouse.dblclick(box["x"] + 0.8 * box["width"], box["y"] + 0.8 * box["height"])
+        page.wait_for_function(
+            "n => [...document.querySelectorAll('g.labels_selected_marks path')]"
+            ".reduce((s, p) => s + Number(/Count of Records: (\\d+)/"
+            ".exec(p.getAttribute('aria-label'))[1]), 0) === n",
+            arg=total,
+            timeout=15_000,
+        )
+    except Exception:
+        shot(page, "saved-html-failure.png")
         raise
     assert outbound.attempts == []

@@ -272,7 +272,12 @@ def linked_chart(records: pd.DataFrame, label_title: str, width: int = 380):
     table = alt.hconcat(
         *[
             table.mark_text(align="left", baseline="middle", limit=w - 6)
-            .encode(x=alt.value(0), y=alt.Y("rank:O", axis=None), text=alt.Text(f"{c}:N"))
+            .encode(
+                x=alt.value(0),
+                y=alt.Y("rank:O", axis=None),
+                text=alt.Text(f"{c}:N"),
+                tooltip=["key:N", "labels:N", "text:N"],  # a cut-off key in full
+            )
             .properties(title=c, width=w, height=16 * TABLE_ROWS)
             for c, w in columns
         ],

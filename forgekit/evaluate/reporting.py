@@ -31,7 +31,10 @@ from forgekit.evaluate.report_charts import linked_chart, select_rows, separate_
 from forgekit.evaluate.report_data import ReportData, compute_report
 
 # Vega-Embed's menu without "Open in Vega Editor" (a link to a web site).
-EMBED = {"actions": {"export": True, "source": False, "compiled": False, "editor": False}}
+EMBED = {
+    "renderer": "svg",
+    "actions": {"export": True, "source": False, "compiled": False, "editor": False},
+}
 
 
 class DiversityReport(ReportData):

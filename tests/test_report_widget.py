@@ -105,6 +105,10 @@ def test_the_record_list_and_python_follow_the_selection(rep, skewed):
 
     view = rep.widget()
     assert isinstance(view, ReportView) and rep._view is view
+    # Where widgets cannot be drawn (a notebook saved without widget state), the summary is.
+    bundle = view._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "vendi_ngram_q1" in bundle["text/html"]
     total = len(skewed)
     assert len(rep.selection) == total and view.viewer.subset == total
     view.charts.selection = {"pick": [[["label_group", "E", "tail3"]]]}

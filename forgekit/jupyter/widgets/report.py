@@ -120,6 +120,14 @@ class ReportView(ipywidgets.VBox):
         self.add_class("forgekit-report")
         self.charts.observe(self._on_selection, "selection")
 
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """The widget, plus the summary table as HTML for whatever cannot draw widgets (a
+        notebook saved without widget state, nbconvert): the summary still shows there."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, dict):
+            bundle = {**bundle, "text/html": self.report.summary_html()}
+        return bundle
+
     @property
     def selection_state(self) -> dict[str, Any]:
         return dict(self.charts.selection)

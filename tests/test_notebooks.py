@@ -164,3 +164,33 @@ def test_repository_notebooks_have_no_outputs():
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, f"{path.name}: exactly one parameters cell"
         assert "api_key" not in tagged[0].source.lower(), f"{path.name}: a key as parameter"
+
+
+def test_diversity_notebook_on_a_users_file(tmp_path, monkeypatch):
+    """The diversity tutorial on a user's own JSONL with other column names (man page
+    descriptions: `output` text, `tag` labels, long `id` keys): every cell runs, the report
+    is saved, and the selection cell lists the records."""
+    from tests.report_corpus import man_page_corpus
+
+    monkeypatch.setenv("FORGEKIT_NO_WIDGETS", "1")
+    data = tmp_path / "mine.jsonl"
+    man_page_corpus(300).to_json(data, orient="records", lines=True)
+    executed = tmp_path / "out.ipynb"
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / "diversity_analysis.ipynb"),
+        str(executed),
+        parameters={"data_path": str(data), "text_column": "output", "label_column": "tag"},
+        cwd=str(tmp_path),
+        progress_bar=False,
+        kernel_name="python3",
+    )
+    nb = nbformat.read(executed, as_version=4)
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    text = stream_text(nb)
+    assert "300 records\n" in text and "300 records selected" in text
+    page = (tmp_path / "diversity_report.html").read_text(encoding="utf-8")
+    assert "gcloud" in page and "cdn.jsdelivr" not in page
+    # The report cell's static output: the summary and the chart as an image.
+    report_outputs = [o for o in nb.cells[-3].outputs if o.get("output_type") == "display_data"]
+    assert report_outputs and "image/png" in report_outputs[0]["data"]

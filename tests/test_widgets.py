@@ -267,17 +267,20 @@ def test_pair_reviewer_bad_input(tmp_path):
 
 def test_diversity_report_is_a_linked_widget():
     from forgekit.evaluate import report
+    from forgekit.jupyter.widgets.report import ReportCharts, ReportView
 
     records = [
         {"id": f"r{i}", "input": f"text {i} about {w}", "tag": w}
         for i, w in enumerate(["cats", "dogs", "fish"] * 4)
     ]
     rep = report(records, text="input", label="tag")
-    chart = rep.widget()
-    assert type(chart).__name__ == "JupyterChart"
-    # The linked selections of the one chart, readable (and synced) from Python.
-    assert {"brush", "pick"} <= set(chart.selections.trait_names())
-    assert len(rep.selected_records(chart)) == len(records)
+    view = rep.widget()
+    assert isinstance(view, ReportView) and isinstance(view.charts, ReportCharts)
+    # One chart per selection param, the record list is a DatasetViewer of every record.
+    assert [c["param"] for c in view.charts.charts] == ["brush", "pick", "span"]
+    assert view.viewer.count == len(records) == len(rep.selected_records(view))
+    view.charts.selection = {"pick": [[["label_group", "E", "dogs"]]]}
+    assert list(rep.selection["id"]) == ["r1", "r4", "r7", "r10"]
 
 
 # --- the Cancel button reaches a real, busy kernel ----------------------------------------

@@ -1,6 +1,7 @@
 // forgekit DatasetViewer: paged, searchable table + detail pane (anywidget ESM).
-// Paging and search run in Python (only one page is sent); the detail pane shows the full
-// selected record: history, chosen/rejected side by side, lineage.
+// Paging, search and sorting run in Python (only one page is sent); the detail pane shows
+// the full selected record: history, chosen/rejected side by side, lineage. A click on a
+// column header sorts by it (again: descending; a third time: data order).
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -107,11 +108,31 @@ function render({ model, el: root }) {
     const pages = Math.max(1, Math.ceil(matches / model.get("page_size")));
     root.dataset.count = String(count);
     root.dataset.matches = String(matches);
+    root.dataset.subset = String(model.get("subset"));
     title.textContent = model.get("title") || `${count} records`;
 
     thead.replaceChildren();
     const hr = el("tr");
-    for (const c of columns) hr.append(el("th", "", c));
+    const sortBy = model.get("sort_by");
+    const descending = model.get("descending");
+    for (const c of columns) {
+      const arrow = c === sortBy ? (descending ? " ▼" : " ▲") : "";
+      const th = el("th", "fk-dv-sortable", c + arrow);
+      th.title = "Sort by " + c;
+      th.addEventListener("click", () => {
+        if (c !== sortBy) {
+          model.set("sort_by", c);
+          model.set("descending", false);
+        } else if (!descending) {
+          model.set("descending", true);
+        } else {
+          model.set("sort_by", "");
+          model.set("descending", false);
+        }
+        model.save_changes();
+      });
+      hr.append(th);
+    }
     thead.append(hr);
     tbody.replaceChildren();
     const selected = model.get("selected");
@@ -119,7 +140,11 @@ function render({ model, el: root }) {
       const tr = el("tr", "fk-dv-row");
       tr.dataset.index = String(row.index);
       if (row.index === selected) tr.classList.add("fk-dv-selected");
-      for (const c of columns) tr.append(el("td", "", row[c] ?? ""));
+      for (const c of columns) {
+        const td = el("td", "", row[c] ?? "");
+        td.title = td.textContent; // a cut-off cell in full on hover
+        tr.append(td);
+      }
       tr.addEventListener("click", () => {
         model.set("selected", row.index);
         model.save_changes();
@@ -133,7 +158,9 @@ function render({ model, el: root }) {
       tr.append(td);
       tbody.append(tr);
     }
-    pageInfo.textContent = `page ${page + 1} of ${pages} · ${matches} of ${count} records`;
+    const subset = model.get("subset");
+    const scope = subset < count ? `${matches} of ${subset} selected (${count} in all)` : `${matches} of ${count} records`;
+    pageInfo.textContent = `page ${page + 1} of ${pages} · ${scope}`;
     prev.disabled = page <= 0;
     next.disabled = page >= pages - 1;
     renderDetail(detail, model.get("detail"));

@@ -31,6 +31,10 @@ from forgekit.evaluate.text import column_texts, is_cjk, words
 
 TOP_LABELS = 25
 TOP_CLUSTERS = 15
+# The label chart and the map's colours show this many labels; the rest are "other".
+CHART_LABELS = 12
+OTHER_LABEL = "other"
+NO_LABEL = "(no label)"
 # Label diversity indices that go into the summary table (as label_<name>).
 LABEL_INDICES = (
     "richness",
@@ -48,12 +52,16 @@ class ReportData:
     """Everything a diversity report shows, as DataFrames."""
 
     summary: pd.DataFrame  # metric, value
-    records: pd.DataFrame  # one row per plotted record: row, key, text, length, label, x, y...
+    # One row per plotted record: row (position in `frame`), key, text, length, label,
+    # label_group (top labels, else "other"), len_bin_start/len_bin_end (its length bar),
+    # cluster (its duplicate cluster among the largest, else None), duplicate, x, y.
+    records: pd.DataFrame
     lengths: pd.DataFrame  # pre-binned character lengths over all records
     labels: pd.DataFrame  # label/entity counts (top)
     clusters: pd.DataFrame  # duplicate clusters, largest first
     label_diversity: EntityDiversity | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    frame: pd.DataFrame | None = None  # the records as given (for the record list)
 
 
 def _short(text: str, width: int = 90) -> str:
@@ -132,6 +140,8 @@ def compute_report(
     tok_len = np.array([len(words(t)) for t in texts], dtype=np.int64)
     cjk_share = float(np.mean([is_cjk(t) for t in texts])) if n else 0.0
 
+    # One eigendecomposition for both orders (a sparse x is projected once, not twice).
+    vendi_embedding = _safe_vendi(x, [1, 2])
     metrics: list[tuple[str, Any]] = [
         ("records", n),
         ("mean_length_chars", float(char_len.mean()) if n else float("nan")),
@@ -141,9 +151,9 @@ def compute_report(
         ("cjk_share", cjk_share),
         ("exact_duplicates", exact.n_removed),
         (f"minhash_near_duplicates_j{minhash_threshold:g}", near.n_removed),
-        ("vendi_ngram_q1", _safe_vendi(ngram_features(texts), 1)),
-        ("vendi_embedding_q1", _safe_vendi(x, 1)),
-        ("vendi_embedding_q2", _safe_vendi(x, 2)),
+        ("vendi_ngram_q1", _safe_vendi(ngram_features(texts), [1])["q=1"]),
+        ("vendi_embedding_q1", vendi_embedding["q=1"]),
+        ("vendi_embedding_q2", vendi_embedding["q=2"]),
     ]
     if label_div is not None:
         for name in LABEL_INDICES:
@@ -161,11 +171,13 @@ def compute_report(
     if n:
         top = max(int(char_len.max()), 1)
         counts, edges = np.histogram(char_len, bins=min(40, max(top, 1)))
-        lengths = pd.DataFrame(
-            {"bin_start": edges[:-1].round(1), "bin_end": edges[1:].round(1), "count": counts}
-        )
+        edges = edges.round(1)
+        lengths = pd.DataFrame({"bin_start": edges[:-1], "bin_end": edges[1:], "count": counts})
+        # Each record's bar: the last bin includes its right edge, as np.histogram's does.
+        bin_of = np.clip(np.searchsorted(edges, char_len, side="right") - 1, 0, len(counts) - 1)
     else:
         lengths = pd.DataFrame(columns=["bin_start", "bin_end", "count"])
+        edges, bin_of = np.zeros(1), np.zeros(0, dtype=np.int64)
 
     labels = (
         label_div.to_frame().head(TOP_LABELS).rename(columns={"entity": "label"})
@@ -179,7 +191,10 @@ def compute_report(
         for i in range(n)
     ]
 
+    groups = _label_groups(first_label)
     clusters = _clusters_frame(exact, near, texts)
+    cluster_of = _cluster_members(exact, near, clusters, n)
+    cluster_text = dict(zip(clusters["representative"], clusters.get("text", [])))
 
     sample = np.sort(rng.choice(n, size=min(max_points, n), replace=False)) if n else []
     records = pd.DataFrame(
@@ -190,6 +205,11 @@ def compute_report(
             "length": char_len[sample] if n else [],
             "label": [first_label[i] for i in sample],
             "labels": [label_values[i] for i in sample],
+            "label_group": [groups[i] for i in sample],
+            "len_bin_start": edges[bin_of[sample]] if n else [],
+            "len_bin_end": edges[bin_of[sample] + 1] if n else [],
+            "cluster": [cluster_of[i] for i in sample],
+            "cluster_text": [cluster_text.get(cluster_of[i]) for i in sample],
             "duplicate": ["duplicate" if duplicate[i] else "unique" for i in sample],
             "x": coords[sample, 0] if n else [],
             "y": coords[sample, 1] if n else [],
@@ -208,14 +228,17 @@ def compute_report(
             "label_title": f"labels ({label})" if label else "labels",
             "embedder": embedder if isinstance(embedder, str) else getattr(embedder, "name", ""),
             "max_points": max_points,
+            "total_records": n,
+            "id_field": id_field,
         },
+        frame=df,
     )
 
 
-def _safe_vendi(x: Any, q: float) -> float:
+def _safe_vendi(x: Any, orders: list[float]) -> dict[str, float]:
     if x.shape[0] == 0:
-        return float("nan")
-    return float(vendi_score_embeddings(x, q))
+        return {f"q={q}": float("nan") for q in orders}
+    return {k: float(v) for k, v in vendi_score_embeddings(x, orders).items()}
 
 
 def _clusters_frame(exact: DedupResult, near: DedupResult, texts: Sequence[str]) -> pd.DataFrame:
@@ -234,3 +257,35 @@ def _clusters_frame(exact: DedupResult, near: DedupResult, texts: Sequence[str])
     out = pd.concat(frames, ignore_index=True)
     out["representative"] = out["kind"].str[0] + ":" + out["representative"].astype(str)
     return out.sort_values("size", ascending=False).head(TOP_CLUSTERS).reset_index(drop=True)
+
+
+def _label_groups(first_label: Sequence[str | None]) -> list[str]:
+    """Each record's label for the charts: one of the CHART_LABELS most frequent (first)
+    labels, "other" for the rest, "(no label)" for none."""
+    counts = pd.Series([x for x in first_label if x is not None], dtype=object).value_counts()
+    top = set(counts.index[:CHART_LABELS])
+    return [NO_LABEL if x is None else (x if x in top else OTHER_LABEL) for x in first_label]
+
+
+def _cluster_members(
+    exact: DedupResult, near: DedupResult, clusters: pd.DataFrame, n: int
+) -> list[str | None]:
+    """Each record's cluster among `clusters` (its `representative` name), or None: the
+    representative itself and every record removed as its duplicate."""
+    out: list[str | None] = [None] * n
+    for kind, result in (("e", exact), ("n", near)):
+        names = {
+            int(row): name
+            for row, name in zip(clusters["representative_row"], clusters["representative"])
+            if str(name).startswith(kind + ":")
+        }
+        if not names:
+            continue
+        for row, name in names.items():
+            out[row] = out[row] or name
+        removed = result.removed
+        for row, parent in zip(removed["row"], removed["duplicate_of_row"]):
+            name = names.get(int(parent))
+            if name is not None and out[int(row)] is None:
+                out[int(row)] = name
+    return out

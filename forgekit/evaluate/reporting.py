@@ -1,18 +1,15 @@
-"""`report(df)`: one call for a diversity overview of a data set, with linked Altair charts.
+"""`report(df)`: one call for a diversity overview of a data set, with linked charts.
 
-The numbers and tables come from `forgekit.evaluate.report_data` (computed on every record,
-plotted for a sample of at most `max_points` records so the notebook and the saved HTML stay
-small); this module draws them. Charts:
+The numbers and tables come from `forgekit.evaluate.report_data` (computed on every record;
+the charts plot a sample of at most `max_points` records so the notebook and the saved HTML
+stay small); the charts and their linked selections are `forgekit.evaluate.report_charts`.
 
-* length distribution (characters; pre-binned over all records),
-* label/entity distribution (the top labels; click a bar to filter the map and the table),
-* duplicate clusters (exact + MinHash near-duplicates, largest first),
-* a 2-D embedding map (PCA of TF-IDF character n-grams, or of a model's embeddings); drag a
-  rectangle to select records,
-* a record table showing the selected records.
-
-In Jupyter, `DiversityReport.widget()` returns an `alt.JupyterChart` whose selections are
-readable from Python; `selected_records()` turns the current selection into a DataFrame.
+Shown in a notebook, the report is one widget (`forgekit.jupyter.widgets.report`, imported
+only then): the summary, the embedding map, label bars, length histogram and duplicate
+clusters — a selection on any of them filters the others and the record list (a
+DatasetViewer) — and `report.selection`, the selected records as a DataFrame. Everything it
+needs in the browser ships with the installed packages: nothing is fetched from the network.
+`save()` writes a standalone HTML page (Vega inlined, selections work) or a PNG.
 """
 
 from __future__ import annotations
@@ -30,163 +27,70 @@ import pandas as pd
 from forgekit.errors import ConfigError
 from forgekit.evaluate.common import DataLike
 from forgekit.evaluate.embed import Embedder
+from forgekit.evaluate.report_charts import linked_chart, select_rows, separate_charts
 from forgekit.evaluate.report_data import ReportData, compute_report
 
-TABLE_ROWS = 12
+# Vega-Embed's menu without "Open in Vega Editor" (a link to a web site).
+EMBED = {
+    "renderer": "svg",
+    "actions": {"export": True, "source": False, "compiled": False, "editor": False},
+}
 
 
 class DiversityReport(ReportData):
-    """Summary table + linked Altair charts for one data set (see module doc)."""
+    """Summary table + linked charts for one data set (see module doc)."""
+
+    _view: Any = None  # the last widget shown in a notebook (its selection is `selection`)
 
     # --- charts ---------------------------------------------------------------------------
 
+    def _label_title(self) -> str:
+        return str(self.params.get("label_title", "labels"))
+
     def charts(self) -> dict[str, Any]:
         """The individual charts (not linked to each other), by name."""
-        import altair as alt
-
-        out = {"length": self._length_chart(alt), "embedding": self._map_chart(alt, None, None)}
-        if not self.labels.empty:
-            out["labels"] = self._label_chart(alt, None)
-        if not self.clusters.empty:
-            out["duplicates"] = self._cluster_chart(alt)
-        return out
-
-    def _length_chart(self, alt):
-        return (
-            alt.Chart(self.lengths, title="Length (characters)")
-            .mark_bar()
-            .encode(
-                x=alt.X("bin_start:Q", bin="binned", title="characters"),
-                x2="bin_end:Q",
-                y=alt.Y("count:Q", title="records"),
-                tooltip=["bin_start", "bin_end", "count"],
-            )
-            .properties(width=320, height=180)
-        )
-
-    def _label_chart(self, alt, pick):
-        chart = (
-            alt.Chart(self.labels, title=f"Top {self.params.get('label_title', 'labels')}")
-            .mark_bar()
-            .encode(
-                y=alt.Y("label:N", sort="-x", title=None),
-                x=alt.X("count:Q", title="records"),
-                tooltip=["label", "count"],
-            )
-            .properties(width=320, height=min(18 * len(self.labels) + 20, 420))
-        )
-        if pick is not None:
-            chart = chart.encode(
-                opacity=alt.condition(pick, alt.value(1.0), alt.value(0.35))
-            ).add_params(pick)
-        return chart
-
-    def _cluster_chart(self, alt):
-        return (
-            alt.Chart(self.clusters, title="Largest duplicate clusters")
-            .mark_bar(color="#d62728")
-            .encode(
-                y=alt.Y("representative:N", sort="-x", title=None),
-                x=alt.X("size:Q", title="records in cluster"),
-                tooltip=["representative", "size", "kind", "text"],
-            )
-            .properties(width=320, height=min(18 * len(self.clusters) + 20, 320))
-        )
-
-    def _map_chart(self, alt, brush, pick):
-        color = (
-            alt.Color("label:N", legend=alt.Legend(columns=1, symbolLimit=12))
-            if self.records["label"].notna().any()
-            else alt.Color("duplicate:N", scale=alt.Scale(range=["#1f77b4", "#d62728"]))
-        )
-        chart = (
-            alt.Chart(self.records, title="Embedding map (PCA)")
-            .mark_circle(size=28)
-            .encode(
-                x=alt.X("x:Q", title="PC 1"),
-                y=alt.Y("y:Q", title="PC 2"),
-                tooltip=["key:N", "label:N", "length:Q", "duplicate:N", "text:N"],
-            )
-            .properties(width=420, height=320)
-        )
-        if brush is not None:
-            chart = chart.add_params(brush).encode(
-                color=alt.condition(brush, color, alt.value("lightgray"))
-            )
-        else:
-            chart = chart.encode(color=color)
-        if pick is not None:
-            chart = chart.transform_filter(pick)
-        return chart
-
-    def _table_chart(self, alt, brush, pick):
-        base = alt.Chart(self.records)
-        if pick is not None:
-            base = base.transform_filter(pick)
-        if brush is not None:
-            base = base.transform_filter(brush)
-        ranked = base.transform_window(rank="row_number()").transform_filter(
-            alt.datum.rank <= TABLE_ROWS
-        )
-        columns = [("key", 70), ("label", 130), ("length", 50), ("text", 520)]
-        parts = []
-        for name, width in columns:
-            parts.append(
-                ranked.mark_text(align="left", baseline="middle", limit=width - 6)
-                .encode(
-                    x=alt.value(0),  # left edge of the column (text is centered otherwise)
-                    y=alt.Y("rank:O", axis=None),
-                    text=alt.Text(f"{name}:N"),
-                )
-                .properties(title=name, width=width, height=16 * TABLE_ROWS)
-            )
-        return alt.hconcat(*parts, spacing=4).properties(
-            title=f"Selected records (first {TABLE_ROWS})"
-        )
+        charts = separate_charts(self.records, self._label_title())
+        charts["embedding"] = charts.pop("map")
+        return charts
 
     def chart(self):
-        """All charts in one linked composite: drag on the map, click a label bar; the record
-        table follows both selections."""
-        import altair as alt
-
-        brush = alt.selection_interval(name="brush", encodings=["x", "y"])
-        pick = None
-        if not self.labels.empty:
-            pick = alt.selection_point(name="pick", fields=["label"])
-        top_left = self._map_chart(alt, brush, pick)
-        right = [self._length_chart(alt)]
-        if not self.labels.empty:
-            right.append(self._label_chart(alt, pick))
-        top = alt.hconcat(top_left, alt.vconcat(*right))
-        bottom_parts = [self._table_chart(alt, brush, pick)]
-        rows = [top]
-        if not self.clusters.empty:
-            rows.append(self._cluster_chart(alt))
-        rows.extend(bottom_parts)
-        return alt.vconcat(*rows).configure_view(stroke=None).configure_title(anchor="start")
+        """All charts in one composite linked by Vega-Lite params (drag on the map or the
+        length histogram, click a label or a duplicate cluster; double-click clears), with a
+        table of the first selected records in data order. Used for the HTML and PNG."""
+        return linked_chart(self.records, self._label_title())
 
     def widget(self):
-        """An `alt.JupyterChart` (needs anywidget): selections are readable in Python via
-        `.selections`; pass it to `selected_records()`."""
-        import altair as alt
+        """The interactive report for a notebook (needs anywidget): summary, linked charts
+        that fit the output area, and the record list (a DatasetViewer) following the
+        selection. Its `selection` (also `report.selection`) is the selected records."""
+        from forgekit.jupyter.widgets.report import ReportView
 
-        return alt.JupyterChart(self.chart())
+        view = ReportView(self)
+        self._view = view
+        return view
+
+    @property
+    def selection(self) -> pd.DataFrame:
+        """The records selected in the report last shown in the notebook, as given (rows of
+        the input data); every plotted record when nothing is selected or nothing shown."""
+        state = getattr(self._view, "selection_state", None)
+        return self.selected_frame(state)
+
+    def selected_frame(self, selection: dict[str, Any] | None) -> pd.DataFrame:
+        """The input rows of the plotted records that `selection` keeps (see
+        `forgekit.evaluate.report_charts.select_rows`)."""
+        rows = self.records.loc[select_rows(self.records, selection), "row"].to_numpy()
+        if self.frame is None:
+            return self.records[self.records["row"].isin(rows)]
+        return self.frame.iloc[rows]
 
     def selected_records(self, widget: Any) -> pd.DataFrame:
-        """The plotted records inside a JupyterChart's current brush and label selection."""
-        out = self.records
-        selections = getattr(widget, "selections", None)
-        brush = getattr(selections, "brush", None) if selections is not None else None
-        value = getattr(brush, "value", None) if brush is not None else None
-        if value:
-            (x0, x1), (y0, y1) = sorted(value["x"]), sorted(value["y"])
-            out = out[out["x"].between(x0, x1) & out["y"].between(y0, y1)]
-        pick = getattr(selections, "pick", None) if selections is not None else None
-        picked = getattr(pick, "value", None) if pick is not None else None
-        if picked:
-            labels = {p.get("label") for p in picked if isinstance(p, dict)}
-            out = out[out["label"].isin(labels)]
-        return out
+        """The plotted records (the chart table: key, label, text, x, y...) that a report
+        widget's selection keeps. Also takes an `alt.JupyterChart` of `chart()`."""
+        state = getattr(widget, "selection_state", None)
+        if state is None:
+            state = _jupyterchart_selection(widget)
+        return self.records[select_rows(self.records, state)]
 
     # --- output ---------------------------------------------------------------------------
 
@@ -225,7 +129,9 @@ class DiversityReport(ReportData):
             inline = True
         except ImportError:
             inline = False
-        body = chart.to_html(inline=inline, fullhtml=False, output_div="forgekit-report")
+        body = chart.to_html(
+            inline=inline, fullhtml=False, output_div="forgekit-report", embed_options=EMBED
+        )
         page = (
             "<!DOCTYPE html><html><head><meta charset='utf-8'><title>forgekit diversity report"
             "</title><style>body{font-family:sans-serif;margin:24px}"
@@ -237,25 +143,34 @@ class DiversityReport(ReportData):
         os.replace(tmp, path)
         return path
 
+    def static_png(self, scale: float = 1.0) -> bytes:
+        """The linked chart as a PNG (vl-convert; no browser, no network)."""
+        import vl_convert
+
+        return vl_convert.vegalite_to_png(self.chart().to_dict(), scale=scale)
+
     def _repr_html_(self) -> str:
         return self.summary_html()
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        bundle = self.chart()._repr_mimebundle_(include, exclude)
-        if isinstance(bundle, tuple):
-            bundle = bundle[0]
-        bundle = dict(bundle or {})
-        bundle["text/plain"] = repr(self)
+        """Outside a live notebook front end: the summary and a static chart."""
+        bundle: dict[str, Any] = {"text/html": self.summary_html(), "text/plain": repr(self)}
+        try:
+            bundle["image/png"] = self.static_png()
+        except Exception as exc:  # vl-convert missing or failing: say so, keep the table
+            bundle["text/html"] += f"<p>Chart not drawn: {html.escape(str(exc))}</p>"
         return bundle
 
     def _ipython_display_(self) -> None:  # pragma: no cover - needs a notebook frontend
-        from IPython.display import HTML, display
+        from IPython.display import display
 
-        display(HTML(self.summary_html()))
-        try:
-            display(self.widget())
-        except Exception:  # anywidget missing or an old frontend: a static chart still works
-            display(self.chart())
+        if _widgets_wanted():
+            try:
+                display(self.widget())
+                return
+            except ImportError:  # anywidget missing: the static report still shows
+                pass
+        display(self._repr_mimebundle_(), raw=True)
 
     def __repr__(self) -> str:
         values = dict(zip(self.summary["metric"], self.summary["value"], strict=True))
@@ -263,6 +178,48 @@ class DiversityReport(ReportData):
             f"DiversityReport(records={values.get('records')}, "
             f"vendi_ngram_q1={_fmt(values.get('vendi_ngram_q1'))})"
         )
+
+
+def _widgets_wanted() -> bool:
+    """A live notebook front end can draw widgets: an IPython kernel, and FORGEKIT_NO_WIDGETS
+    not set (papermill and batch runs set it: their outputs get the static report)."""
+    if os.environ.get("FORGEKIT_NO_WIDGETS", "").strip() not in ("", "0"):
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _jupyterchart_selection(widget: Any) -> dict[str, Any]:
+    """An `alt.JupyterChart`'s interval/point selections as `select_rows` entries."""
+    out: dict[str, Any] = {}
+    selections = getattr(widget, "selections", None)
+    for name in ("brush", "pick", "span", "cluster"):
+        value = getattr(getattr(selections, name, None), "value", None)
+        if not value:
+            continue
+        if isinstance(value, dict):  # interval: {field: [lo, hi]}
+            out[name] = [[[f, "R", v] for f, v in value.items()]]
+        else:  # point: [{field: value}, ...]
+            out[name] = [[[f, "E", v] for f, v in p.items()] for p in value if isinstance(p, dict)]
+    return out
+
+
+def use_offline_altair() -> None:
+    """Make Altair charts render with no network: with Altair's default renderer (which
+    loads Vega from a CDN), switch to the same renderer with the Vega libraries inlined
+    from vl-convert. A renderer the user chose is left alone."""
+    import altair as alt
+
+    if alt.renderers.active == "default" and not alt.renderers.options:
+        try:
+            import vl_convert  # noqa: F401
+        except ImportError:
+            return
+        alt.renderers.enable("default", template="inline", embed_options=EMBED)
 
 
 def _fmt(value: Any) -> str:
@@ -305,4 +262,5 @@ def report(
         id_field=id_field,
         seed=seed,
     )
+    use_offline_altair()
     return DiversityReport(**{f.name: getattr(data, f.name) for f in dataclasses.fields(data)})

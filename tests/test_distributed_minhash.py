@@ -28,15 +28,10 @@ def ray_cluster():
     """One local Ray for the session: 2 CPUs, loopback, no dashboard (to be replaced by the
     shared fixture of forgekit.distributed.cluster when that is merged)."""
     ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_agent_register_timeout_ms", "180000")  # a loaded CI machine
+    from forgekit.distributed._ray import connect
+
     started = not ray.is_initialized()
-    if started:
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            logging_level="warning",
-        )
+    connect(num_cpus=2)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     if started:

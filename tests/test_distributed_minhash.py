@@ -189,3 +189,17 @@ def test_bad_input_names_the_file_and_line(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(Exception, match=r"notes\.txt: distributed dedup reads \.jsonl"):
         input_files(tmp_path / "notes.txt")
+
+
+def test_forge_dedup_ray_refuses_what_it_cannot_do(tmp_path, capsys):
+    from forgekit.cli import main
+
+    data = tmp_path / "a.jsonl"
+    data.write_text('{"input": "x"}\n')
+    assert main(["dedup", "--ray", "-i", str(data)]) == 1
+    assert "--ray needs --out" in capsys.readouterr().err
+    assert main(["dedup", "--ray", "-i", str(data), "--method", "exact", "--out", "o"]) == 1
+    assert "--ray runs --method minhash only" in capsys.readouterr().err
+    args = ["dedup", "--ray", "auto", "-i", str(data), "--out", "o", "--source-field", "s"]
+    assert main(args) == 1
+    assert "--source-field is not supported with --ray" in capsys.readouterr().err

@@ -52,6 +52,7 @@ from forgekit.evaluate.minhash.lsh import lsh_params
 from forgekit.evaluate.text import check_script, text_fields
 
 OUTPUT_FORMATS = {"jsonl": ".jsonl", "parquet": ".parquet"}
+_PARTITION_BYTES = 128 << 20
 
 
 @dataclass
@@ -142,7 +143,7 @@ def minhash_dedup(
         output_format: "jsonl" or "parquet".
         address: a Ray cluster to attach to (e.g. "auto", "ray://head:10001"); None uses
             the Ray this process is attached to, or starts a local one.
-        partitions: blocks per shuffle (default: 2 per CPU of the cluster).
+        partitions: blocks per shuffle (default: one per CPU, more past ~128 MB each).
         batch_rows: documents hashed per batch in a task.
         shard_bytes: JSONL bytes per read task.
     """
@@ -210,8 +211,7 @@ def _run(
     import ray
 
     params, num_perm = options["params"], options["num_perm"]
-    parts = partitions or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-    clock, stats = time.perf_counter(), {"shards": len(shards), "partitions": parts}
+    clock, stats = time.perf_counter(), {"shards": len(shards)}
 
     def lap(stage: str) -> None:
         nonlocal clock
@@ -229,6 +229,12 @@ def _run(
     stats["signatures_bytes"] = signed.size_bytes()
     row_offsets = _row_offsets(signed, len(shards))
     lap("sign")
+    # Shuffle partitions: one per CPU, more when a partition of bucket rows would pass
+    # ~128 MB (each partition is one block, sorted in one task). Every partition costs a
+    # shuffle actor, so fewer is faster on a small cluster.
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    parts = partitions or max(cpus, -(-n_input * params[0] * 16 // _PARTITION_BYTES))
+    stats["partitions"] = parts
 
     bucketed = signed.select_columns(["order", "keys"]).map_batches(stages.bucket_rows)
     stats["bucket_shuffle_bytes"] = n_input * params[0] * 16  # uint64 bucket + int64 order
@@ -257,18 +263,32 @@ def _run(
     removed = {name: column[by] for name, column in zip(names, columns, strict=True)}
     lap("verify")
 
+    # each shard's task gets only its own removed rows (the driver has them all anyway)
+    bounds = np.searchsorted(
+        removed["order"], np.arange(len(shards) + 1, dtype=np.int64) << stages.SHARD_BITS
+    )
+    dup_rows = _global_rows(removed["dup_order"], row_offsets)
+    items = [
+        {
+            **row,
+            "first_row": int(row_offsets[row["index"]]),
+            "removed": json.dumps(
+                {
+                    "rows": (removed["order"][lo:hi] & stages.ROW_MASK).tolist(),
+                    "dup_rows": dup_rows[lo:hi].tolist(),
+                    "dup_ids": removed["dup_id"][lo:hi].tolist(),
+                    "similarity": removed["similarity"][lo:hi].tolist(),
+                }
+            ),
+        }
+        for row, lo, hi in zip(shard_rows, bounds[:-1], bounds[1:], strict=True)
+    ]
     written = (
-        ray.data.from_items(shard_rows)
+        ray.data.from_items(items)
         .map_batches(
             stages.write_shard_outputs,
             batch_size=1,
-            fn_kwargs={
-                "removed": {k: v for k, v in removed.items() if k != "id"},
-                "row_offsets": row_offsets,
-                "out_dir": str(out),
-                "suffix": suffix,
-                "batch_rows": options["batch_rows"],
-            },
+            fn_kwargs={"out_dir": str(out), "suffix": suffix, "batch_rows": options["batch_rows"]},
         )
         .take_all()
     )
@@ -328,16 +348,17 @@ def _row_offsets(signed: Any, n_shards: int) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(per_shard)])
 
 
-def _removed_frame(removed: dict[str, np.ndarray], row_offsets: np.ndarray) -> pd.DataFrame:
-    def rows(order: np.ndarray) -> np.ndarray:
-        order = order.astype(np.int64)
-        return row_offsets[order >> stages.SHARD_BITS] + (order & stages.ROW_MASK)
+def _global_rows(order: np.ndarray, row_offsets: np.ndarray) -> np.ndarray:
+    order = order.astype(np.int64)
+    return row_offsets[order >> stages.SHARD_BITS] + (order & stages.ROW_MASK)
 
-    dup_rows = rows(removed["dup_order"])
+
+def _removed_frame(removed: dict[str, np.ndarray], row_offsets: np.ndarray) -> pd.DataFrame:
+    dup_rows = _global_rows(removed["dup_order"], row_offsets)
     dup_ids = [json.loads(x) for x in removed["dup_id"]]
     return pd.DataFrame(
         {
-            "row": rows(removed["order"]),
+            "row": _global_rows(removed["order"], row_offsets),
             "id": [json.loads(x) for x in removed["id"]],
             "duplicate_of_row": dup_rows,
             "duplicate_of": [r if d is None else d for r, d in zip(dup_rows.tolist(), dup_ids)],

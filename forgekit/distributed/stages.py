@@ -162,22 +162,18 @@ def dedup_block(
 
 
 def write_shard_outputs(
-    batch: dict[str, np.ndarray],
-    removed: dict[str, np.ndarray],
-    row_offsets: np.ndarray,
-    out_dir: str,
-    suffix: str,
-    batch_rows: int,
+    batch: dict[str, np.ndarray], out_dir: str, suffix: str, batch_rows: int
 ) -> dict[str, np.ndarray]:
     """Stage 4: read each shard again and write its kept and removed records (removed ones
     with `row`, `duplicate_of_row`, `duplicate_of` and `estimated_jaccard`, as the local
-    `DedupResult.removed` has them). `removed` holds every removed document, sorted by order."""
+    `DedupResult.removed` has them). Each shard row carries `first_row` (its global row) and
+    `removed` (JSON: its removed rows, their originals' global rows, ids and similarity)."""
     shards, kept_counts, removed_counts = [], [], []
-    for shard in shards_of(batch):
-        low = np.searchsorted(removed["order"], shard.index << SHARD_BITS)
-        high = np.searchsorted(removed["order"], (shard.index + 1) << SHARD_BITS)
-        mine = {k: v[low:high] for k, v in removed.items()}
-        at = dict(zip((mine["order"] & ROW_MASK).tolist(), range(high - low)))
+    for shard, first_row, removed_json in zip(
+        shards_of(batch), batch["first_row"], batch["removed"], strict=True
+    ):
+        mine = json.loads(removed_json)
+        at = {row: k for k, row in enumerate(mine["rows"])}
         kept_records: list[dict[str, Any]] = []
         removed_records: list[dict[str, Any]] = []
         row = 0
@@ -187,13 +183,12 @@ def write_shard_outputs(
                 if k is None:
                     kept_records.append(record)
                 else:
-                    dup_order = int(mine["dup_order"][k])
-                    dup_row = int(row_offsets[dup_order >> SHARD_BITS]) + (dup_order & ROW_MASK)
-                    dup_id = json.loads(mine["dup_id"][k])
+                    dup_row = mine["dup_rows"][k]
+                    dup_id = json.loads(mine["dup_ids"][k])
                     removed_records.append(
                         {
                             **record,
-                            "row": int(row_offsets[shard.index]) + row,
+                            "row": int(first_row) + row,
                             "duplicate_of_row": dup_row,
                             "duplicate_of": dup_row if dup_id is None else dup_id,
                             "estimated_jaccard": round(float(mine["similarity"][k]), 6),

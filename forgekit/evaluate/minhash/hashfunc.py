@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from forgekit.evaluate.minhash.sha1 import sha1_32_distinct_spans
-from forgekit.evaluate.text import _ASCII_NONWORD, is_cjk, ngrams, tokens
+from forgekit.evaluate.text import _ASCII_NONWORD, char_string, is_cjk, ngrams, tokens
 
 HASHES = ("fast", "sha1")
 
@@ -54,7 +54,7 @@ def _sha1_shingle_hashes(
         mode = ("chars" if is_cjk(text) else "words") if script == "auto" else script
         if mode == "chars":
             # characters back to back: a shingle is `ngram` consecutive code points
-            bodies.append("".join(tokens(text, "chars")).encode("utf-8"))
+            bodies.append(char_string(text).encode("utf-8"))
             char_docs[i] = True
         else:
             bodies.append(_token_bytes(text, "words"))  # words separated by runs of spaces

@@ -203,3 +203,33 @@ def test_forge_dedup_ray_refuses_what_it_cannot_do(tmp_path, capsys):
     args = ["dedup", "--ray", "auto", "-i", str(data), "--out", "o", "--source-field", "s"]
     assert main(args) == 1
     assert "--source-field is not supported with --ray" in capsys.readouterr().err
+
+
+def test_stages_without_ray_give_the_local_keep_first():
+    """The stage functions chained by hand, with the band-key rows split over three blocks the
+    way a shuffle may put them, reproduce lsh_dedup's decisions (chains included)."""
+    from forgekit.distributed import stages
+    from forgekit.evaluate.minhash import lsh_dedup, lsh_params, minhash_signatures
+    from forgekit.evaluate.minhash.lsh import band_keys
+
+    records, _ = make_corpus()
+    sigs = minhash_signatures([r["input"] for r in records], num_perm=128)
+    params = lsh_params(0.7, 128)
+    expected, _ = lsh_dedup(sigs, 0.7, params=params)
+    keys, _ = band_keys(sigs, *params)
+    order = np.arange(len(records), dtype=np.int64)
+    ids = np.array([json.dumps(r["id"]) for r in records], dtype=object)
+    rows = stages.bucket_rows({"order": order, "keys": keys.T})
+    block = rows["bucket"] % 3  # a hash partition: every bucket whole in one block
+    edges = [stages.star_edges({k: v[block == b] for k, v in rows.items()}) for b in range(3)]
+    nodes, labels = components(
+        np.concatenate([e["u"] for e in edges]), np.concatenate([e["v"] for e in edges])
+    )
+    colliding = stages.colliding_rows({"order": order, "sig": sigs, "id": ids}, nodes, labels)
+    part = colliding["component"] % 2
+    got = np.full(len(records), -1)
+    for b in range(2):
+        verdict = stages.dedup_block({k: v[part == b] for k, v in colliding.items()}, 0.7, params)
+        got[verdict["order"]] = verdict["dup_order"]
+    assert np.array_equal(got, expected)
+    assert (expected >= 0).sum() > 20

@@ -145,6 +145,15 @@ def dedup_block(
     block share no bucket with it and change nothing.
     """
     order = np.asarray(batch["order"], dtype=np.int64)
+    if not len(order):
+        empty = np.zeros(0, dtype=np.int64)
+        return {
+            "order": empty,
+            "dup_order": empty,
+            "similarity": np.zeros(0),
+            "dup_id": [],
+            "id": [],
+        }
     by = np.argsort(order, kind="stable")
     order = order[by]
     sigs = np.asarray(batch["sig"])[by]

@@ -63,7 +63,12 @@ class DistributedDedupResult:
     `removed` has one row per removed document: `row` (global input position), `id`,
     `duplicate_of_row`, `duplicate_of` (the kept document's id, or its row when it has
     none) and `estimated_jaccard`, sorted by row. `stats` has per-stage seconds, sizes and
-    shuffle volume."""
+    shuffle volume.
+
+    Rows and decisions equal the local `DedupResult`'s. One naming difference: the local
+    result names every record by its row when ids are missing or not unique anywhere;
+    here that is decided per record (checking uniqueness would take one more pass).
+    """
 
     n_input: int
     removed: pd.DataFrame

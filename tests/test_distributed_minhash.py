@@ -233,3 +233,29 @@ def test_stages_without_ray_give_the_local_keep_first():
         got[verdict["order"]] = verdict["dup_order"]
     assert np.array_equal(got, expected)
     assert (expected >= 0).sum() > 20
+
+
+def test_write_stage_splits_a_shard_into_kept_and_removed_parquet(tmp_path):
+    from forgekit.distributed import stages
+
+    path = tmp_path / "in.jsonl"
+    rows = [{"id": f"r{i}", "input": f"text {i}"} for i in range(5)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    shard = {"index": [3], "path": [str(path)], "kind": ["jsonl"], "start": [0]}
+    removed = {"rows": [1, 4], "dup_rows": [100, 101], "dup_ids": ['"r0"', "null"]}
+    removed["similarity"] = [0.9, 0.8125]
+    batch = {
+        **{k: np.array(v) for k, v in shard.items()},
+        "stop": np.array([path.stat().st_size]),
+        "first_row": np.array([100]),
+        "removed": np.array([json.dumps(removed)]),
+    }
+    counts = stages.write_shard_outputs(batch, str(tmp_path / "out"), ".parquet", 2)
+    assert counts["kept"].tolist() == [3] and counts["removed"].tolist() == [2]
+    kept = read_records(tmp_path / "out/kept/part-00003.parquet")
+    assert [r["id"] for r in kept] == ["r0", "r2", "r3"]
+    gone = read_records(tmp_path / "out/removed/part-00003.parquet")
+    assert [(r["id"], r["row"], r["duplicate_of"]) for r in gone] == [
+        ("r1", 101, "r0"),
+        ("r4", 104, "101"),
+    ]

@@ -145,7 +145,7 @@ def minhash_dedup(
         text, threshold, num_perm, ngram, script, seed, hash, weights, params: as for the
             local `minhash_dedup`.
         id_field: field naming records (`duplicate_of` holds the kept record's value).
-        output_format: "jsonl" or "parquet".
+        output_format: "jsonl" or "parquet" (in Parquet, `duplicate_of` is text).
         address: a Ray cluster to attach to (e.g. "auto", "ray://head:10001"); None uses
             the Ray this process is attached to, or starts a local one.
         partitions: blocks per shuffle (default: one per CPU, more past ~128 MB each).

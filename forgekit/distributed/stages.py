@@ -170,6 +170,13 @@ def dedup_block(
     }
 
 
+def _name(row: int, record_id: Any, suffix: str) -> Any:
+    """`duplicate_of`: the kept record's id, or its row when it has none. In Parquet both are
+    text, so that the column has one type in every part file."""
+    name = row if record_id is None else record_id
+    return str(name) if suffix == ".parquet" else name
+
+
 def write_shard_outputs(
     batch: dict[str, np.ndarray], out_dir: str, suffix: str, batch_rows: int
 ) -> dict[str, np.ndarray]:
@@ -199,7 +206,7 @@ def write_shard_outputs(
                             **record,
                             "row": int(first_row) + row,
                             "duplicate_of_row": dup_row,
-                            "duplicate_of": dup_row if dup_id is None else dup_id,
+                            "duplicate_of": _name(dup_row, dup_id, suffix),
                             "estimated_jaccard": round(float(mine["similarity"][k]), 6),
                         }
                     )

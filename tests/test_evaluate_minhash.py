@@ -112,6 +112,15 @@ def test_sha1_once_per_distinct_span_equals_hashlib_on_every_span():
     assert got.tolist() == [sha1_hash32(m) for m in messages]
 
 
+def test_vectorized_sha1_across_several_batches():
+    rng = np.random.default_rng(2)
+    messages = [rng.bytes(int(n)) for n in rng.integers(0, 56, 70_000)]  # > one batch
+    starts = np.cumsum([0] + [len(m) for m in messages[:-1]])
+    lengths = np.array([len(m) for m in messages])
+    padded = np.frombuffer(b"".join(messages) + bytes(64), dtype=np.uint8)
+    assert _sha1_32_spans(padded, starts, lengths).tolist() == [sha1_hash32(m) for m in messages]
+
+
 MIXED_WORDS = [
     "hello", "World", "café", "naïve", "涂了甲硝唑后皮肤", "長い", "x" * 70, "a-b", "  ", "\n",
     "!!", "Ünïcödé", "日本語テキスト", "한국어", "_", "1234", "\t", "😀", "ﬁ", "e\u0301",

@@ -47,9 +47,10 @@ def _sha1_hashes(items: list[bytes]) -> np.ndarray:
 _SHA1_H = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0)
 _SHA1_K = tuple(np.uint32(k) for k in (0x5A827999, 0x6ED9EBA1, 0x8F1BBCDC, 0xCA62C1D6))
 _SHA1_ONE_BLOCK = 55  # bytes of message that fit in one block with the padding and length
-# Shingles per vector: the ~24 live uint32 vectors stay in the L2 cache; larger vectors fall
-# out of it and smaller ones pay numpy's per-call overhead on ~1400 calls.
-_SHA1_BATCH = 16384
+# Shingles per vector: each batch costs ~1400 numpy calls, so their fixed overhead wants big
+# vectors, while the ~24 live uint32 vectors want to stay in cache. Measured on a 2 MB L2 /
+# 32 MB L3 Xeon (median of 6): 260 ns per shingle at 16384, 249 at 32768, 222 at 65536.
+_SHA1_BATCH = 65536
 
 
 def _rotl_inplace(x: np.ndarray, bits: int, scratch: np.ndarray) -> None:

@@ -24,7 +24,8 @@ from forgekit.evaluate.minhash import (
     minhash_signatures,
     shingles,
 )
-from forgekit.evaluate.minhash.hashfunc import _sha1_32_spans, _sha1_shingle_hashes
+from forgekit.evaluate.minhash.hashfunc import _sha1_shingle_hashes
+from forgekit.evaluate.minhash.sha1 import _sha1_32_spans, sha1_32_distinct_spans
 from forgekit.evaluate.text import tokens
 
 TEXTS = [
@@ -91,6 +92,33 @@ def test_vectorized_sha1_equals_datasketch_sha1_hash32_at_every_length():
     padded = np.frombuffer(data + bytes(64), dtype=np.uint8)
     got = _sha1_32_spans(padded, starts, lengths)
     assert got.tolist() == [sha1_hash32(m) for m in messages]
+
+
+def test_sha1_once_per_distinct_span_equals_hashlib_on_every_span():
+    # Many repeated spans (the case it is for), spans that agree in their first and last 8
+    # bytes and length but not in between, short and zero-length spans, spans past one block,
+    # and more distinct spans than table slots so that slots collide.
+    rng = np.random.default_rng(1)
+    pool = [rng.bytes(int(n)) for n in rng.integers(0, 70, 3000)]
+    pool += [b"prefix--" + bytes([65 + k]) * m + b"--suffix" for k in range(3) for m in (1, 9, 30)]
+    pool += [b"", b"a", b"abcdefgh", b"abcdefgi"]
+    picks = rng.integers(0, len(pool), 20_000)
+    messages = [pool[i] for i in picks]
+    data = b"".join(messages)
+    starts = np.cumsum([0] + [len(m) for m in messages[:-1]])
+    lengths = np.array([len(m) for m in messages])
+    padded = np.frombuffer(data + bytes(64), dtype=np.uint8)
+    got = sha1_32_distinct_spans(padded, starts, lengths)
+    assert got.tolist() == [sha1_hash32(m) for m in messages]
+
+
+def test_vectorized_sha1_across_several_batches():
+    rng = np.random.default_rng(2)
+    messages = [rng.bytes(int(n)) for n in rng.integers(0, 56, 70_000)]  # > one batch
+    starts = np.cumsum([0] + [len(m) for m in messages[:-1]])
+    lengths = np.array([len(m) for m in messages])
+    padded = np.frombuffer(b"".join(messages) + bytes(64), dtype=np.uint8)
+    assert _sha1_32_spans(padded, starts, lengths).tolist() == [sha1_hash32(m) for m in messages]
 
 
 MIXED_WORDS = [

@@ -85,6 +85,16 @@ def register(subparsers: Any) -> None:
     dedup.add_argument("--source-field", default=None, help="per-source before/after counts")
     _out_options(dedup)
     dedup.add_argument("--removed-out", default=None, help="write removed records + reasons")
+    dedup.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="minhash on Ray: --input is a .jsonl/.parquet file or folder, --out a folder "
+        "(gets kept/, removed/, summary.json); ADDRESS attaches to a cluster (e.g. auto), "
+        "none starts a local Ray",
+    )
     dedup.set_defaults(handler=_dedup)
 
     div = subparsers.add_parser(
@@ -163,6 +173,8 @@ def _dedup(args: argparse.Namespace, ctx) -> Any:
     from forgekit.evaluate.rouge import rouge_filter
     from forgekit.evaluate.semantic import semantic_dedup
 
+    if args.ray is not None:
+        return _dedup_on_ray(args)
     data = input_source(args, ctx)
     common = {"id_field": args.id_field}
     if args.method == "exact":
@@ -234,6 +246,39 @@ def _write_step_manifest(out: str, summary: dict[str, Any]) -> None:
     from forgekit.engine.store import sidecar, write_json_atomic
 
     write_json_atomic(sidecar(Path(out), "manifest"), summary)
+
+
+def _dedup_on_ray(args: argparse.Namespace) -> dict[str, Any]:
+    """`forge dedup --ray [ADDRESS]`: distributed MinHash, files in and files out."""
+    from forgekit.distributed import minhash_dedup
+
+    if args.method != "minhash":
+        raise ConfigError(f"--ray runs --method minhash only (got --method {args.method})")
+    if not args.out:
+        raise ConfigError("--ray needs --out: a folder for kept/, removed/ and summary.json")
+    for option, value in (
+        ("--storage-config", args.storage_config),
+        ("--source-field", args.source_field),
+        ("--removed-out", args.removed_out),
+    ):
+        if value:
+            raise ConfigError(f"{option} is not supported with --ray (removed/ is in --out)")
+    result = minhash_dedup(
+        args.input,
+        args.out,
+        args.text,
+        threshold=0.7 if args.threshold is None else args.threshold,
+        num_perm=args.num_perm,
+        ngram=args.ngram,
+        script=args.script,
+        hash=args.hash,
+        id_field=args.id_field,
+        overwrite=args.overwrite,
+        address=None if args.ray == "local" else args.ray,
+    )
+    summary = result.summary()
+    summary.pop("stats", None)
+    return summary
 
 
 def _diversity(args: argparse.Namespace, ctx) -> dict[str, Any]:

@@ -56,7 +56,12 @@ def words(text: str) -> list[str]:
 
 def chars(text: str) -> list[str]:
     """Characters of the normalized text without whitespace and punctuation."""
-    return list(_SPACE_PUNCT_RE.sub("", unicodedata.normalize("NFKC", text).lower()))
+    return list(char_string(text))
+
+
+def char_string(text: str) -> str:
+    """`"".join(chars(text))`, without a str per character (MinHash's CJK hot path)."""
+    return _SPACE_PUNCT_RE.sub("", unicodedata.normalize("NFKC", text).lower())
 
 
 def check_script(script: str) -> str:

@@ -3,14 +3,16 @@
 Split the way datasketch splits it:
 
 * `hashfunc`: shingles and their 32-bit hashes ("sha1": datasketch's default hash, bit for
-  bit, vectorized; "fast": tabulation-hashed tokens, about twice as fast);
+  bit, vectorized in `sha1` and computed once per distinct shingle of a chunk; "fast":
+  tabulation-hashed tokens);
 * `signatures`: MinHash signatures equal to datasketch's `hashvalues`, over chunks and
   processes, and the Jaccard estimate between them;
 * `lsh`: datasketch's banding and the keep-first dedup over an in-memory index;
 * `storage`: the same over a `MinHashLSH` in Redis (or other datasketch storage), and that
   index's lifecycle.
 
-`minhash_dedup` puts them together for records.
+`minhash_dedup` puts them together for records; `forgekit.distributed.minhash_dedup` gives
+the same removed set on Ray, for files larger than one machine.
 """
 
 from __future__ import annotations

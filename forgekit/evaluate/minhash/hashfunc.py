@@ -15,12 +15,12 @@ Two hash functions, both computed for all shingles of a chunk at once with numpy
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Sequence
 
 import numpy as np
 
-from forgekit.evaluate.text import _ASCII_NONWORD, is_cjk, ngrams, tokens
+from forgekit.evaluate.minhash.sha1 import sha1_32_distinct_spans
+from forgekit.evaluate.text import _ASCII_NONWORD, char_string, is_cjk, ngrams, tokens
 
 HASHES = ("fast", "sha1")
 
@@ -43,110 +43,6 @@ def shingles(text: str, ngram: int = 3, script: str = "auto") -> list[str]:
     return ngrams(toks, ngram, sep="" if script == "chars" else " ")
 
 
-_SHA1_DIGEST = type(hashlib.sha1()).digest
-
-
-def _sha1_hashes(items: list[bytes]) -> np.ndarray:
-    """SHA1-32 of each item with hashlib, exactly datasketch.hashfunc.sha1_hash32 (the first 4
-    digest bytes, little-endian). Only for shingles too long for one SHA-1 block."""
-    if not items:
-        return np.zeros(0, dtype=np.uint32)
-    packed = b"".join(map(_SHA1_DIGEST, map(hashlib.sha1, items)))
-    digests = np.frombuffer(packed, dtype=np.uint8).reshape(-1, 20)
-    return np.ascontiguousarray(digests[:, :4]).view("<u4").ravel().astype(np.uint32)
-
-
-# --- the "sha1" hash: SHA-1 itself, vectorized over the shingles of a chunk -----------------
-#
-# datasketch hashes each shingle with SHA-1, one hashlib call per shingle (~0.9 us). Almost
-# every shingle fits in a single 64-byte SHA-1 block (at most 55 bytes of message), so the
-# compression function is run here on all shingles of a chunk at once: 80 rounds of uint32
-# numpy operations over vectors of a few thousand shingles, with the message words gathered
-# straight from the chunk's bytes (no bytes object per shingle). Longer shingles go through
-# hashlib. Tests check the result against hashlib bit for bit.
-
-_SHA1_H = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0)
-_SHA1_K = tuple(np.uint32(k) for k in (0x5A827999, 0x6ED9EBA1, 0x8F1BBCDC, 0xCA62C1D6))
-_SHA1_ONE_BLOCK = 55  # bytes of message that fit in one block with the padding and length
-# Shingles per vector: the ~24 live uint32 vectors stay in the L2 cache; larger vectors fall
-# out of it and smaller ones pay numpy's per-call overhead on ~1400 calls.
-_SHA1_BATCH = 16384
-
-
-def _rotl_inplace(x: np.ndarray, bits: int, scratch: np.ndarray) -> None:
-    np.left_shift(x, bits, out=scratch)
-    np.right_shift(x, 32 - bits, out=x)
-    x |= scratch
-
-
-def _sha1_first_word(w: np.ndarray) -> np.ndarray:
-    """The first word H0 of SHA-1 of one-block messages; w is the (16, n) block, consumed."""
-    n = w.shape[1]
-    a, b, c, d, e = (np.full(n, h, dtype=np.uint32) for h in _SHA1_H)
-    f, t1, t2 = (np.empty(n, dtype=np.uint32) for _ in range(3))
-    for t in range(80):
-        wt = w[t & 15]
-        if t >= 16:  # message schedule, in place over a ring of 16 words
-            wt ^= w[(t - 3) & 15]
-            wt ^= w[(t - 8) & 15]
-            wt ^= w[(t - 14) & 15]
-            _rotl_inplace(wt, 1, t2)
-        if t < 20:  # choose: d ^ (b & (c ^ d))
-            np.bitwise_xor(c, d, out=f)
-            f &= b
-            f ^= d
-        elif 40 <= t < 60:  # majority: (b & c) | (d & (b | c))
-            np.bitwise_or(b, c, out=f)
-            f &= d
-            np.bitwise_and(b, c, out=t2)
-            f |= t2
-        else:  # parity
-            np.bitwise_xor(b, c, out=f)
-            f ^= d
-        # new a = rotl5(a) + f + e + K + w, built in e's buffer (e is not needed after)
-        e += f
-        e += wt
-        e += _SHA1_K[t // 20]
-        np.left_shift(a, 5, out=t1)
-        np.right_shift(a, 27, out=t2)
-        e += t1
-        e += t2  # rotl5(a) = (a << 5) | (a >> 27), and the two halves share no bits
-        _rotl_inplace(b, 30, t2)
-        a, b, c, d, e = e, a, b, c, d
-    a += np.uint32(_SHA1_H[0])
-    return a
-
-
-def _sha1_32_spans(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """sha1_hash32 of data[start:start+length] for each span (data: uint8, followed by at
-    least 56 zero bytes so that a one-block window at any start stays inside it)."""
-    out = np.empty(len(starts), dtype=np.uint32)
-    long = lengths > _SHA1_ONE_BLOCK
-    one_block = np.flatnonzero(~long)
-    for lo in range(0, len(one_block), _SHA1_BATCH):
-        rows = one_block[lo : lo + _SHA1_BATCH]
-        length = lengths[rows]
-        # only the words that hold message bytes or the padding byte: the rest stay zero
-        n_words = (int(length.max()) >> 2) + 1
-        windows = np.lib.stride_tricks.as_strided(
-            data, shape=(len(data) - 4 * n_words + 1, 4 * n_words), strides=(1, 1)
-        )
-        message = windows[starts[rows]]  # one row per shingle: its bytes and what follows
-        message *= np.arange(4 * n_words, dtype=np.uint8) < length[:, None].astype(np.uint8)
-        message[np.arange(len(rows)), length] = 0x80  # the padding bit
-        block = np.zeros((16, len(rows)), dtype=np.uint32)
-        block[:n_words] = message.view(">u4").T  # big-endian words, one row per word
-        block[15] = length * 8  # message length in bits
-        out[rows] = _sha1_first_word(block)
-    # datasketch reads the first 4 digest bytes little-endian: H0 byte-swapped
-    out.byteswap(inplace=True)
-    long_rows = np.flatnonzero(long)
-    out[long_rows] = _sha1_hashes(
-        [data[s : s + n].tobytes() for s, n in zip(starts[long_rows], lengths[long_rows])]
-    )
-    return out
-
-
 def _sha1_shingle_hashes(
     texts: Sequence[str], ngram: int, script: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +54,7 @@ def _sha1_shingle_hashes(
         mode = ("chars" if is_cjk(text) else "words") if script == "auto" else script
         if mode == "chars":
             # characters back to back: a shingle is `ngram` consecutive code points
-            bodies.append("".join(tokens(text, "chars")).encode("utf-8"))
+            bodies.append(char_string(text).encode("utf-8"))
             char_docs[i] = True
         else:
             bodies.append(_token_bytes(text, "words"))  # words separated by runs of spaces
@@ -198,7 +94,7 @@ def _sha1_shingle_hashes(
     last = first + np.repeat(span, counts) - 1
     starts = tok_begin[first]
     padded = np.concatenate([data, np.zeros(64, dtype=np.uint8)])
-    return _sha1_32_spans(padded, starts, tok_end[last] - starts), counts
+    return sha1_32_distinct_spans(padded, starts, tok_end[last] - starts), counts
 
 
 # --- the "fast" hash: vectorized over the bytes of a whole chunk ----------------------------

@@ -36,7 +36,7 @@ def lsh_params(
     return lsh.b, lsh.r
 
 
-def _band_keys(sigs: np.ndarray, bands: int, r: int) -> tuple[np.ndarray, np.ndarray]:
+def band_keys(sigs: np.ndarray, bands: int, r: int) -> tuple[np.ndarray, np.ndarray]:
     """(bands x n) 64-bit keys of each document's bands, and which documents share at least
     one band key with another document (only those can be or have LSH candidates).
 
@@ -79,7 +79,7 @@ def lsh_dedup(
         bands, r = params
         if bands * r > num_perm or bands < 2:
             raise ConfigError(f"params={params}: need bands >= 2 and bands*rows <= {num_perm}")
-    keys, collides = _band_keys(sigs, bands, r)
+    keys, collides = band_keys(sigs, bands, r)
     # A document whose band keys are unique in every band never has a candidate and is never
     # one: it is kept without entering the loop. This is exact, and skips most documents.
     if storage_config is not None:
@@ -89,9 +89,9 @@ def lsh_dedup(
     rows = np.flatnonzero(collides)
     row_keys = keys[:, rows].T.tolist()
     tables: list[dict[int, list[int]]] = [{} for _ in range(bands)]
-    for i, band_keys in zip(rows.tolist(), row_keys, strict=True):
+    for i, doc_keys in zip(rows.tolist(), row_keys, strict=True):
         candidates: set[int] = set()
-        for table, key in zip(tables, band_keys, strict=True):
+        for table, key in zip(tables, doc_keys, strict=True):
             hit = table.get(key)
             if hit:
                 candidates.update(hit)
@@ -101,6 +101,6 @@ def lsh_dedup(
                 duplicate_of[i] = best
                 similarity[i] = sim
                 continue
-        for table, key in zip(tables, band_keys, strict=True):
+        for table, key in zip(tables, doc_keys, strict=True):
             table.setdefault(key, []).append(i)
     return duplicate_of, similarity

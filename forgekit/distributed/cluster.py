@@ -1,0 +1,155 @@
+"""Starting or attaching to a Ray cluster, once per process.
+
+`connect()` with no address starts a private local cluster (loopback only, no dashboard, quiet
+logs, no usage-stats prompt); `connect("ray://host:10001")` or `connect("auto")` attaches to an
+existing one. Calling it again is free: the running connection is reused. Everything that runs on
+Ray in forgekit goes through here, so the same call works on a laptop and on a cluster.
+
+Secrets never travel as task arguments (Ray records those in its object store and logs): workers
+get them through `worker_env()`, a runtime_env built from the driver's environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from forgekit.errors import ConfigError
+
+INSTALL_HINT = "Ray is not installed: pip install 'forgekit[ray]'"
+
+# Variables a worker needs to behave like the driver: forgekit's own settings, provider
+# endpoints and keys, Hugging Face settings, and anything that looks like a credential.
+_FORWARDED = re.compile(
+    r"^(FORGEKIT_|OPENAI_|ANTHROPIC_|HF_|HUGGING_FACE_|LLAMA_)"
+    r"|(^|_)KEY($|_)|APIKEY|TOKEN|SECRET|PASSW|AUTH",
+    re.IGNORECASE,
+)
+# Ray's own variables belong to the cluster, not to one job.
+_NEVER_FORWARDED = re.compile(r"^RAY_", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What `connect()` attached to."""
+
+    address: str
+    local: bool  # True when this process started the cluster
+    num_cpus: float
+
+
+_state: dict[str, Any] = {"info": None}
+
+
+def require_ray():
+    """The `ray` module, or a ConfigError naming the extra to install."""
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - ray is in the dev install
+        raise ConfigError(INSTALL_HINT) from exc
+    return ray
+
+
+def connect(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    object_store_memory: int | None = None,
+    **opts: Any,
+) -> ClusterInfo:
+    """Start a local Ray cluster (`address=None`) or attach to `address`; idempotent.
+
+    `num_cpus` and `object_store_memory` size a local cluster (ignored when attaching); other
+    keyword options go to `ray.init` unchanged. Attaching to a different address while connected
+    is an error: one process talks to one cluster.
+    """
+    ray = require_ray()
+    current: ClusterInfo | None = _state["info"]
+    if ray.is_initialized():
+        if current is None:  # someone else called ray.init(): reuse their cluster
+            current = _describe(ray, address or "external", local=False)
+            _state["info"] = current
+        if address and address not in (current.address, "auto"):
+            raise ConfigError(
+                f"already connected to the Ray cluster at {current.address}; cannot also "
+                f"attach to {address} (call forgekit.distributed.shutdown() first)"
+            )
+        return current
+
+    # Ray asks interactively about usage stats on first start and phones home otherwise.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    init_kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "logging_level": logging.WARNING,
+        "configure_logging": True,
+        "log_to_driver": True,
+        "namespace": "forgekit",
+    }
+    if address:
+        init_kwargs["address"] = address
+    else:
+        # Loopback only: a laptop's local cluster must not listen on the network.
+        init_kwargs["_node_ip_address"] = "127.0.0.1"
+        if num_cpus is not None:
+            init_kwargs["num_cpus"] = num_cpus
+        if object_store_memory is not None:
+            init_kwargs["object_store_memory"] = object_store_memory
+    init_kwargs.update(opts)
+    try:
+        context = ray.init(**init_kwargs)
+    except ConnectionError as exc:
+        raise ConfigError(f"cannot attach to the Ray cluster at {address}: {exc}") from exc
+    where = address or getattr(context, "address_info", {}).get("address", "local")
+    info = _describe(ray, where, local=not address)
+    _state["info"] = info
+    return info
+
+
+def _describe(ray, address: str, *, local: bool) -> ClusterInfo:
+    return ClusterInfo(
+        address=address, local=local, num_cpus=float(ray.cluster_resources().get("CPU", 0))
+    )
+
+
+def is_connected() -> bool:
+    try:
+        import ray
+    except ImportError:
+        return False
+    return ray.is_initialized()
+
+
+def shutdown() -> None:
+    """Disconnect (and stop the cluster if this process started it)."""
+    try:
+        import ray
+    except ImportError:
+        return
+    if ray.is_initialized():
+        ray.shutdown()
+    _state["info"] = None
+
+
+def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment variables a worker needs from the driver: forgekit settings, provider
+    endpoints and credentials (including the key variable each model profile names), and the
+    driver's PYTHONPATH so a checkout runs the same code on local workers.
+
+    Pass it as `runtime_env={"env_vars": worker_env()}` on a task or actor; never put these
+    values in task arguments."""
+    from forgekit.config import list_profiles, load_dotenv_once
+
+    load_dotenv_once()
+    names = {n for n in os.environ if _FORWARDED.search(n) and not _NEVER_FORWARDED.search(n)}
+    try:
+        names |= {p.api_key_env for p in list_profiles().values() if p.api_key_env}
+    except ConfigError:
+        pass  # a broken config file is reported by the worker that reads it
+    env = {name: os.environ[name] for name in names if name in os.environ}
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    env.update(extra or {})
+    return env

@@ -47,6 +47,17 @@ class RunConfig:
     cancel_event: threading.Event | None = None  # set from any thread to stop the run
     # Where progress is shown; None: the calling context's default (see engine.progress).
     progress_factory: ProgressFactory | None = None
+    # Where the run executes: "local" (this process) or "ray" (`shards` parts of the work on a
+    # Ray cluster: a local one started on demand, or the one at `ray_address`); the method
+    # runner dispatches on these (forgekit.distributed.shards), the Engine never reads them.
+    engine: str = "local"
+    shards: int | None = None  # default with engine="ray": the cluster's CPU count
+    ray_address: str | None = None
+
+    @property
+    def distributed(self) -> bool:
+        """Run on Ray: asked for by engine="ray", a shard count or a cluster address."""
+        return self.engine == "ray" or self.shards is not None or self.ray_address is not None
 
     def public(self) -> dict[str, Any]:
         skip = ("on_event", "cancel_event", "progress_factory")

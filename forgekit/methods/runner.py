@@ -42,15 +42,37 @@ def call(cls: type[Method], data: Any, kwargs: dict[str, Any]):
     kwargs = dict(kwargs)
     model, out = kwargs.pop("model", None), kwargs.pop("out", None)
     config = run_config(cls.name, kwargs)
+    if config.distributed:  # the same call, as shards on Ray
+        from forgekit.distributed.shards import run_sharded
+
+        return run_sharded(cls, data, kwargs, model=model, out=out, config=config)
+    prepared = prepare_call(cls, read_input(cls, data), kwargs, model)
+    run = Run(prepared.method, prepared.models, out, config, prepared.job)
+    result = run_sync(lambda: run.execute(prepared.items))
+    return result.to_dataframe(method=cls.name, **prepared.method.summary(result.records))
+
+
+@dataclass
+class Prepared:
+    """A call made ready to run: the method with its resolved options and models, its work
+    items (every check done) and its resume identity."""
+
+    method: Method
+    models: Models
+    items: Sequence[Any] | Iterable[Any]
+    job: dict[str, Any]
+
+
+def prepare_call(
+    cls: type[Method], records: list[Any], kwargs: dict[str, Any], model: str | Model | None
+) -> Prepared:
+    """Steps 2-4 of a call: resolve the options and models, derive the job, prepare items."""
     options = resolve(cls, kwargs)
     job = {"method": cls.name, "model": model_key(model), **identity(cls, options)}
     models = Models(model, options)
     method = cls(models.resolved_options)
     method.model = models.main
-    items = method.prepare(read_input(cls, data))
-    run = Run(method, models, out, config, job)
-    result = run_sync(lambda: run.execute(items))
-    return result.to_dataframe(method=cls.name, **method.summary(result.records))
+    return Prepared(method, models, method.prepare(records), job)
 
 
 # -- options -------------------------------------------------------------------------------
@@ -60,7 +82,14 @@ def run_config(name: str, kwargs: dict[str, Any]) -> RunConfig:
     if not isinstance(base, RunConfig):
         raise TypeError(f"{name}(): config must be a RunConfig, got {type(base).__name__}")
     overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in RUN_OPTIONS}
-    return replace(base, **overrides) if overrides else base
+    config = replace(base, **overrides) if overrides else base
+    if config.engine not in ("local", "ray"):
+        raise ConfigError(f"{name}: engine must be 'local' or 'ray', got {config.engine!r}")
+    if config.shards is not None and (not isinstance(config.shards, int) or config.shards < 1):
+        raise ConfigError(f"{name}: shards must be a whole number >= 1, got {config.shards!r}")
+    if config.engine == "local" and (config.shards or config.ray_address) and "engine" in overrides:
+        raise ConfigError(f"{name}: shards= and ray_address= need engine='ray'")
+    return config
 
 
 def resolve(cls: type[Method], given: dict[str, Any]) -> Any:
@@ -191,9 +220,18 @@ class Run:
     """One call's stages on one event loop; `Stages` is the face a method sees."""
 
     def __init__(
-        self, method: Method, models: Models, out: Any, config: RunConfig, job: dict[str, Any]
+        self,
+        method: Method,
+        models: Models,
+        out: Any,
+        config: RunConfig,
+        job: dict[str, Any],
+        offset: int = 0,
     ) -> None:
         self.method = method
+        # The position of the first item in the whole input: a shard running a slice of it
+        # gives its records the ids a local run would (forgekit.distributed.shards).
+        self.offset = offset
         self.models = models
         self.out = out
         self.config = config
@@ -280,7 +318,7 @@ class Stages:
         ids: list[str] = []
 
         def tasks() -> Iterable[Task]:
-            for index, item in enumerate(items, start):
+            for index, item in enumerate(items, start + run.offset):
                 inputs = {"job": run.job_key, "item": fingerprint(method.key(item), 16)}
                 if stage is not None:
                     inputs["stage"] = stage

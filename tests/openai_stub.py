@@ -48,6 +48,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # Answer only this many model requests; later ones wait until the next /_config or
     # /_reset. Lets a test stop a client at a point of progress, whatever the machine's speed.
     "hold_after": None,
+    # Hold every model request whose body matches this regex, the same way: freezes part of
+    # a run by content (e.g. one shard's items), whatever the order requests arrive in.
+    "hold_match": None,
 }
 
 
@@ -237,6 +240,8 @@ async def _route(stub: Stub, method: str, path: str, body: bytes, auth: str) -> 
         while stub.generation == generation:  # released by the next configure or reset
             await asyncio.sleep(0.01)
         return None  # the held request belongs to an earlier phase: drop it
+    if await _held_by_match(stub, body):
+        return None
     if stub.config.get("chat_only") and not path.endswith("/chat/completions"):
         stub.stats["404"] += 1
         return _json(404, {"error": {"message": "this endpoint offers chat only"}})
@@ -271,6 +276,19 @@ async def _route(stub: Stub, method: str, path: str, body: bytes, auth: str) -> 
     request = json.loads(body)
     stub.stats["ok"] += 1
     return _json(200, stub.answer(path, request))
+
+
+async def _held_by_match(stub: Stub, body: bytes) -> bool:
+    """`hold_match`: hold a matching request until the next /_config or /_reset; True when
+    it was held (the caller then drops it: it belongs to an earlier phase)."""
+    pattern = stub.config.get("hold_match")
+    if not pattern or not re.search(pattern, body.decode("utf-8", "replace")):
+        return False
+    stub.stats["held"] += 1
+    generation = stub.generation
+    while stub.generation == generation:
+        await asyncio.sleep(0.01)
+    return True
 
 
 async def serve(port: int, host: str = "127.0.0.1") -> None:

@@ -42,6 +42,7 @@ class ClusterInfo:
 
 
 _state: dict[str, Any] = {"info": None}
+_LOCAL_START_ATTEMPTS = 3
 
 
 def require_ray():
@@ -99,13 +100,27 @@ def connect(
             init_kwargs["object_store_memory"] = object_store_memory
     init_kwargs.update(opts)
     try:
-        context = ray.init(**init_kwargs)
+        context = _init(ray, init_kwargs, attempts=1 if address else _LOCAL_START_ATTEMPTS)
     except ConnectionError as exc:
         raise ConfigError(f"cannot attach to the Ray cluster at {address}: {exc}") from exc
     where = address or getattr(context, "address_info", {}).get("address", "local")
     info = _describe(ray, where, local=not address)
     _state["info"] = info
     return info
+
+
+def _init(ray, kwargs: dict[str, Any], attempts: int):
+    """ray.init, tried again when a local start times out: Ray gives its raylet a fixed 30 s
+    to register, which a loaded machine can miss (the next start usually makes it)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return ray.init(**kwargs)
+        except Exception as exc:
+            if attempt == attempts or "timed out during startup" not in str(exc):
+                raise
+            logging.getLogger(__name__).warning("Ray start timed out; trying again")
+            ray.shutdown()
+    raise AssertionError("unreachable")
 
 
 def _describe(ray, address: str, *, local: bool) -> ClusterInfo:

@@ -135,8 +135,7 @@ def run_shard(spec: ShardSpec, records: list[Any], board: Any) -> dict[str, Any]
     try:
         cls = spec.method
         kwargs = {**spec.kwargs, **spec.overrides}
-        prepared = prepare_call(cls, records, kwargs, spec.model)
-        method, items = prepared.method, prepared.items
+        method, models, items, job = prepare_call(cls, records, kwargs, spec.model)
         if spec.lo is not None:
             items = list(items)[spec.lo : spec.hi]
         if not spec.report_input_errors:
@@ -144,7 +143,8 @@ def run_shard(spec: ShardSpec, records: list[Any], board: Any) -> dict[str, Any]
         config = replace(
             spec.config, on_event=[reporter.handle_event], cancel_event=reporter.cancel
         )
-        run = Run(method, prepared.models, spec.part, config, prepared.job, offset=spec.lo or 0)
+        run = Run(method, models, spec.part, config, job)
+        run.offset = spec.lo or 0  # the slice's records keep the ids of a local run
         result = run_sync(lambda: run.execute(items))
         status = result.status
         return {
@@ -156,7 +156,7 @@ def run_shard(spec: ShardSpec, records: list[Any], board: Any) -> dict[str, Any]
             "stats": asdict(result.stats),
             "errors": result.errors,
             "summary": method.summary(result.records),
-            "job": prepared.job,
+            "job": job,
         }
     finally:
         reporter.finish(status)

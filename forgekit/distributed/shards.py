@@ -41,7 +41,7 @@ from forgekit.distributed.shard_worker import REPORT_EVERY_S, ShardSpec, run_sha
 from forgekit.engine import RunConfig, run_sync
 from forgekit.engine.store import write_json_atomic
 from forgekit.errors import ConfigError, StoreError
-from forgekit.methods.runner import Prepared, prepare_call, read_input
+from forgekit.methods.runner import prepare_call, read_input
 from forgekit.methods.spec import Method, options_of
 
 SEED_STRIDE = 1_000_003  # shard k of a generating method uses seed + k * SEED_STRIDE
@@ -55,6 +55,17 @@ def split_int(total: int, parts: int) -> list[int]:
 
 def parts_dir(out: str | Path) -> Path:
     return Path(out).with_name(Path(out).name + ".parts")
+
+
+@dataclass
+class Prepared:
+    """The driver's own preparation of the call: checks everything before any shard starts,
+    and tells how the work splits."""
+
+    method: Method
+    models: Any
+    items: Any
+    job: dict[str, Any]
 
 
 @dataclass
@@ -162,7 +173,7 @@ def run_sharded(
     ray = require_ray()
     check_portable(cls, model, kwargs)
     records = read_input(cls, data)
-    prepared = prepare_call(cls, records, dict(kwargs), model)  # every check before launch
+    prepared = Prepared(*prepare_call(cls, records, dict(kwargs), model))  # checks, no request
     run_sync(prepared.models.aclose)
     info = connect(config.ray_address)
     plan = plan_shards(cls, prepared, config.shards or max(1, int(info.num_cpus)))

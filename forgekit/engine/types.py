@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from forgekit.engine.progress import ProgressFactory
+from forgekit.errors import ConfigError
 
 if TYPE_CHECKING:
     from forgekit.engine.requests import RunContext
@@ -53,6 +54,12 @@ class RunConfig:
     engine: str = "local"
     shards: int | None = None  # default with engine="ray": the cluster's CPU count
     ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("local", "ray"):
+            raise ConfigError(f"engine must be 'local' or 'ray', got {self.engine!r}")
+        if self.shards is not None and (isinstance(self.shards, bool) or self.shards < 1):
+            raise ConfigError(f"shards must be a whole number >= 1, got {self.shards!r}")
 
     @property
     def distributed(self) -> bool:

@@ -46,33 +46,20 @@ def call(cls: type[Method], data: Any, kwargs: dict[str, Any]):
         from forgekit.distributed.shards import run_sharded
 
         return run_sharded(cls, data, kwargs, model=model, out=out, config=config)
-    prepared = prepare_call(cls, read_input(cls, data), kwargs, model)
-    run = Run(prepared.method, prepared.models, out, config, prepared.job)
-    result = run_sync(lambda: run.execute(prepared.items))
-    return result.to_dataframe(method=cls.name, **prepared.method.summary(result.records))
+    method, models, items, job = prepare_call(cls, read_input(cls, data), kwargs, model)
+    run = Run(method, models, out, config, job)
+    result = run_sync(lambda: run.execute(items))
+    return result.to_dataframe(method=cls.name, **method.summary(result.records))
 
 
-@dataclass
-class Prepared:
-    """A call made ready to run: the method with its resolved options and models, its work
-    items (every check done) and its resume identity."""
-
-    method: Method
-    models: Models
-    items: Sequence[Any] | Iterable[Any]
-    job: dict[str, Any]
-
-
-def prepare_call(
-    cls: type[Method], records: list[Any], kwargs: dict[str, Any], model: str | Model | None
-) -> Prepared:
-    """Steps 2-4 of a call: resolve the options and models, derive the job, prepare items."""
+def prepare_call(cls: type[Method], records: list[Any], kwargs: dict[str, Any], model: Any):
+    """Steps 2-4: (method, models, work items, job), every check done before a request."""
     options = resolve(cls, kwargs)
     job = {"method": cls.name, "model": model_key(model), **identity(cls, options)}
     models = Models(model, options)
     method = cls(models.resolved_options)
     method.model = models.main
-    return Prepared(method, models, method.prepare(records), job)
+    return method, models, method.prepare(records), job
 
 
 # -- options -------------------------------------------------------------------------------
@@ -82,14 +69,7 @@ def run_config(name: str, kwargs: dict[str, Any]) -> RunConfig:
     if not isinstance(base, RunConfig):
         raise TypeError(f"{name}(): config must be a RunConfig, got {type(base).__name__}")
     overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in RUN_OPTIONS}
-    config = replace(base, **overrides) if overrides else base
-    if config.engine not in ("local", "ray"):
-        raise ConfigError(f"{name}: engine must be 'local' or 'ray', got {config.engine!r}")
-    if config.shards is not None and (not isinstance(config.shards, int) or config.shards < 1):
-        raise ConfigError(f"{name}: shards must be a whole number >= 1, got {config.shards!r}")
-    if config.engine == "local" and (config.shards or config.ray_address) and "engine" in overrides:
-        raise ConfigError(f"{name}: shards= and ray_address= need engine='ray'")
-    return config
+    return replace(base, **overrides) if overrides else base
 
 
 def resolve(cls: type[Method], given: dict[str, Any]) -> Any:
@@ -220,18 +200,10 @@ class Run:
     """One call's stages on one event loop; `Stages` is the face a method sees."""
 
     def __init__(
-        self,
-        method: Method,
-        models: Models,
-        out: Any,
-        config: RunConfig,
-        job: dict[str, Any],
-        offset: int = 0,
+        self, method: Method, models: Models, out: Any, config: RunConfig, job: dict[str, Any]
     ) -> None:
         self.method = method
-        # The position of the first item in the whole input: a shard running a slice of it
-        # gives its records the ids a local run would (forgekit.distributed.shards).
-        self.offset = offset
+        self.offset = 0  # of a slice's first item: a shard keeps local ids (distributed.shards)
         self.models = models
         self.out = out
         self.config = config

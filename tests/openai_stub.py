@@ -51,6 +51,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # Hold every model request whose body matches this regex, the same way: freezes part of
     # a run by content (e.g. one shard's items), whatever the order requests arrive in.
     "hold_match": None,
+    # Answer 401 to a model request whose Authorization is not "Bearer <require_key>".
+    "require_key": None,
 }
 
 
@@ -242,6 +244,9 @@ async def _route(stub: Stub, method: str, path: str, body: bytes, auth: str) -> 
         return None  # the held request belongs to an earlier phase: drop it
     if await _held_by_match(stub, body):
         return None
+    refused = _refused_key(stub, auth)
+    if refused is not None:
+        return refused
     if stub.config.get("chat_only") and not path.endswith("/chat/completions"):
         stub.stats["404"] += 1
         return _json(404, {"error": {"message": "this endpoint offers chat only"}})
@@ -289,6 +294,15 @@ async def _held_by_match(stub: Stub, body: bytes) -> bool:
     while stub.generation == generation:
         await asyncio.sleep(0.01)
     return True
+
+
+def _refused_key(stub: Stub, auth: str) -> bytes | None:
+    """`require_key`: a 401 (without echoing what was sent) unless the request carries it."""
+    wanted = stub.config.get("require_key")
+    if not wanted or auth == f"Bearer {wanted}":
+        return None
+    stub.stats["401"] += 1
+    return _json(401, {"error": {"message": "wrong or missing API key"}})
 
 
 async def serve(port: int, host: str = "127.0.0.1") -> None:

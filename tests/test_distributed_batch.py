@@ -82,6 +82,6 @@ def test_batch_on_ray_gives_the_local_index_and_ci_reports(
         r["params"]["label"] + str(r["params"]["n"]): r for r in read_jsonl(ray_out / "index.jsonl")
     }
     assert again["bad3"]["status"] == "failed" and again["bad3"]["traceback"]
-    for key, row in first.items():  # the finished ones kept their first run's record
+    for row in first.values():  # the finished ones kept their first run's record
         if row["status"] == "ok":
             assert again[row["params"]["label"] + str(row["params"]["n"])] == row

@@ -9,6 +9,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from forgekit.methods import generate
 from tests.conftest import read_jsonl
 
@@ -107,3 +109,60 @@ def test_killed_shard_worker_loses_nothing_and_a_rerun_resumes_it(
     for part in parts:  # nothing duplicated in any part
         ids = [r["id"] for r in read_jsonl(part)]
         assert len(ids) == len(set(ids)) == 200
+
+
+def test_a_generating_method_splits_its_target_with_distinct_seeds(ray_cluster, stub, stub_model):
+    from forgekit.methods import magpie
+
+    questions = [f"Distinct question number {i}?" for i in range(40)]
+    stub.configure(rules=[{"match": r"user\n$", "contents": questions}])
+    df = magpie(
+        10, model=stub_model, template="chatml", engine="ray", shards=2, min_words=1, **QUIET
+    )
+    info = df.attrs["forgekit"]
+    assert len(df) == 10 and df["id"].is_unique
+    assert [s["options"] for s in info["shards"]] == [
+        {"n": 5, "seed": 0},
+        {"n": 5, "seed": 1_000_003},
+    ]
+    assert sorted({r["seed"] for r in df["lineage"]}) == [0, 1_000_003]
+    assert set(df["input"]) <= set(questions)
+    assert info["generations"] == 10  # the shards' counters add up
+
+
+def test_the_key_reaches_workers_by_environment_never_as_an_argument(
+    ray_cluster, stub, tmp_path, monkeypatch
+):
+    import ray
+
+    from tests.conftest import write_profile
+
+    secret = "sk-shard-secret-4b1d9e77c0"
+    monkeypatch.setenv("STUB_SECRET_KEY", secret)
+    write_profile(tmp_path, monkeypatch, stub.url, name="keyed", api_key_env="STUB_SECRET_KEY")
+    stub.configure(require_key=secret)  # 401 without the key
+    out = tmp_path / "keyed.jsonl"
+    df = generate(
+        [{"n": i} for i in range(20)],
+        user="Number {{ n }}",
+        model="keyed",
+        engine="ray",
+        shards=2,
+        out=out,
+        **QUIET,
+    )
+    assert len(df) == 20 and stub.stats()["ok"] == 20 and "401" not in stub.stats()
+    # Nothing Ray wrote (logs, spilled objects) and nothing forgekit wrote holds the key.
+    session = Path(ray._private.worker._global_node.get_session_dir_path())
+    written = [*session.rglob("*"), *tmp_path.rglob("*")]
+    leaks = [p for p in written if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaks == []
+
+
+def test_a_model_object_holding_a_key_is_refused(ray_cluster):
+    from forgekit.errors import ConfigError
+    from forgekit.models.openai_compat import OpenAICompatibleModel
+
+    model = OpenAICompatibleModel("m", "m", base_url="http://127.0.0.1:9/v1", api_key="sk-abc1234")
+    with pytest.raises(ConfigError, match="pass model as a profile name"):
+        generate([{"n": 1}], user="{{ n }}", model=model, engine="ray", **QUIET)

@@ -10,8 +10,19 @@ from forgekit.distributed.cluster import (
     connect,
     is_connected,
     require_ray,
+    secret_env,
     shutdown,
     worker_env,
+    worker_secrets,
 )
 
-__all__ = ["ClusterInfo", "connect", "is_connected", "require_ray", "shutdown", "worker_env"]
+__all__ = [
+    "ClusterInfo",
+    "connect",
+    "is_connected",
+    "require_ray",
+    "secret_env",
+    "shutdown",
+    "worker_env",
+    "worker_secrets",
+]

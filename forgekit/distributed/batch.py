@@ -4,7 +4,8 @@ mode; this only decides where `_run_one` runs and hands the combinations back as
 
 The output folder must be one every worker sees (the same machine, or a shared file system
 on a cluster). Workers get the driver's forgekit settings and API keys through their
-environment (forgekit.distributed.cluster.worker_env), never as task arguments.
+environment: settings through the runtime_env, credentials by object-store reference only
+(see forgekit.distributed.cluster), never as task arguments or in a runtime_env.
 """
 
 from __future__ import annotations
@@ -12,9 +13,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from forgekit.distributed.cluster import connect, require_ray, worker_env
+from forgekit.distributed.cluster import (
+    connect,
+    require_ray,
+    secret_env,
+    worker_env,
+    worker_secrets,
+)
 
 POLL_S = 0.5
+
+
+def _with_secrets(run_one: Callable[..., Any], secrets: dict[str, str], *call: Any) -> Any:
+    """In the worker: `run_one(*call)` with the driver's credentials in the environment (the
+    notebook's kernel inherits them)."""
+    with secret_env(secrets):
+        return run_one(*call)
 
 
 def run_on_ray(
@@ -26,16 +40,17 @@ def run_on_ray(
         return
     ray = require_ray()
     connect(address)
-    remote = ray.remote(run_one)
+    remote = ray.remote(_with_secrets)
     # Kernels started by a worker have no front end: text progress, not widgets.
     env = worker_env({"FORGEKIT_NO_WIDGETS": "1"})
+    secrets = ray.put(worker_secrets())  # by reference: never in a log or a task spec
     pending = {
         remote.options(
             name=f"forge batch {call[1].name}",
             num_cpus=1,
             max_retries=0,  # a re-run of the batch resumes; a half-run notebook is not retried
             runtime_env={"env_vars": env},
-        ).remote(*call): call
+        ).remote(run_one, secrets, *call): call
         for call in calls
     }
     while pending:

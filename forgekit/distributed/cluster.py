@@ -5,8 +5,10 @@ logs, no usage-stats prompt); `connect("ray://host:10001")` or `connect("auto")`
 existing one. Calling it again is free: the running connection is reused. Everything that runs on
 Ray in forgekit goes through here, so the same call works on a laptop and on a cluster.
 
-Secrets never travel as task arguments (Ray records those in its object store and logs): workers
-get them through `worker_env()`, a runtime_env built from the driver's environment.
+What workers need from the driver's environment travels two ways: settings in the task's
+runtime_env (`worker_env()`), credentials as an object-store reference (`worker_secrets()`,
+applied in the worker by `secret_env`) — Ray logs every runtime_env with its values, so a key
+must never be in one, nor in a task's arguments by value.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from forgekit.errors import ConfigError
+from forgekit.secrets import SECRET_NAME
 
 INSTALL_HINT = "Ray is not installed: pip install 'forgekit[ray]'"
 
@@ -110,8 +115,10 @@ def connect(
 
 
 def _init(ray, kwargs: dict[str, Any], attempts: int):
-    """ray.init, tried again when a local start times out: Ray gives its raylet a fixed 30 s
-    to register, which a loaded machine can miss (the next start usually makes it)."""
+    """ray.init, tried again when a local start times out. Ray 2.60's raylet waits a fixed
+    15 s for its agent process to write its port file and then aborts ("Timed out waiting for
+    file ...metrics_agent_port"); on a machine loaded by other work the agent's start-up can
+    miss that, and the next start usually makes it."""
     for attempt in range(1, attempts + 1):
         try:
             return ray.init(**kwargs)
@@ -148,23 +155,56 @@ def shutdown() -> None:
     _state["info"] = None
 
 
-def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment variables a worker needs from the driver: forgekit settings, provider
-    endpoints and credentials (including the key variable each model profile names), and the
-    driver's PYTHONPATH so a checkout runs the same code on local workers.
-
-    Pass it as `runtime_env={"env_vars": worker_env()}` on a task or actor; never put these
-    values in task arguments."""
+def _driver_env() -> tuple[dict[str, str], dict[str, str]]:
+    """(settings, credentials) of the driver's environment that workers need."""
     from forgekit.config import list_profiles, load_dotenv_once
 
     load_dotenv_once()
     names = {n for n in os.environ if _FORWARDED.search(n) and not _NEVER_FORWARDED.search(n)}
     try:
-        names |= {p.api_key_env for p in list_profiles().values() if p.api_key_env}
+        keys = {p.api_key_env for p in list_profiles().values() if p.api_key_env}
     except ConfigError:
-        pass  # a broken config file is reported by the worker that reads it
-    env = {name: os.environ[name] for name in names if name in os.environ}
+        keys = set()  # a broken config file is reported by the worker that reads it
+    names = {n for n in names | keys if n in os.environ}
+    secret = {n for n in names if n in keys or SECRET_NAME.search(n)}
+    settings = {n: os.environ[n] for n in names - secret}
+    return settings, {n: os.environ[n] for n in secret}
+
+
+def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The driver's settings a worker needs and that are not secret: forgekit's variables,
+    provider endpoints, Hugging Face settings, and PYTHONPATH (a checkout runs the same code
+    on local workers). For `runtime_env={"env_vars": worker_env()}` on a task or actor.
+
+    Credentials are left out: Ray's runtime_env agent logs every runtime_env it creates,
+    values included (runtime_env_agent.log). They travel with `worker_secrets()`."""
+    env = _driver_env()[0]
     if os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     env.update(extra or {})
     return env
+
+
+def worker_secrets() -> dict[str, str]:
+    """The driver's credentials a worker needs: variables named like a key, token or secret,
+    and the key variable each model profile names. Send them with `ray.put(...)` as a task
+    argument: the task then carries only the object's id, the value stays in the object
+    store's memory (never in a log or in the task's recorded spec), and the worker applies
+    it with `secret_env`."""
+    return _driver_env()[1]
+
+
+@contextmanager
+def secret_env(secrets: dict[str, str]) -> Iterator[None]:
+    """In a worker: these variables set for the duration of one task, then restored (a Ray
+    worker process may serve later tasks)."""
+    saved = {name: os.environ.get(name) for name in secrets}
+    os.environ.update(secrets)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -7,7 +7,8 @@ counters, its latest records and its errors to the run's `ShardBoard` (a Ray act
 five times a second, and learns from the reply whether the driver asked to cancel.
 
 The spec a shard receives holds option values and paths only: API keys reach the worker
-through its environment (forgekit.distributed.cluster.worker_env), never as an argument.
+as an object-store reference (forgekit.distributed.cluster.worker_secrets), never by value
+in its arguments or its runtime_env.
 """
 
 from __future__ import annotations
@@ -123,9 +124,19 @@ class _Stats:
     stats: RunStats
 
 
-def run_shard(spec: ShardSpec, records: list[Any], board: Any) -> dict[str, Any]:
-    """Run one shard to its end; the ids of its main records in order, its counters and
-    summary (and the records themselves when it has no part file)."""
+def run_shard(
+    spec: ShardSpec, records: list[Any], board: Any, secrets: dict[str, str]
+) -> dict[str, Any]:
+    """Run one shard to its end, with the driver's credentials in its environment; the ids
+    of its main records in order, its counters and summary (and the records themselves
+    when it has no part file). `records` and `secrets` arrive through the object store."""
+    from forgekit.distributed.cluster import secret_env
+
+    with secret_env(secrets):
+        return _run_shard(spec, records, board)
+
+
+def _run_shard(spec: ShardSpec, records: list[Any], board: Any) -> dict[str, Any]:
     from forgekit.engine import run_sync
     from forgekit.methods.runner import Run, prepare_call
 

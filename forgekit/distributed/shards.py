@@ -21,8 +21,9 @@ into `out` (shard order, then each shard's item order: the order of a local run)
 manifest that adds up every shard. `<out>.parts/plan.json` pins the number of shards: a
 re-run with another number is refused rather than re-doing work.
 
-A shard worker gets the options and paths; API keys reach it through its environment
-(runtime_env env_vars from the driver's), never as a task argument.
+A shard worker gets the options and paths by value, settings in its runtime_env, and API keys
+by object-store reference only (Ray logs runtime_envs and records task arguments; see
+forgekit.distributed.cluster).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from forgekit.data.records import fingerprint
-from forgekit.distributed.cluster import connect, require_ray, worker_env
+from forgekit.distributed.cluster import connect, require_ray, worker_env, worker_secrets
 from forgekit.distributed.shard_board import ShardBoard, board_name
 from forgekit.distributed.shard_merge import DriverView, merge_shards, move_aside, read_plan
 from forgekit.distributed.shard_worker import REPORT_EVERY_S, ShardSpec, run_shard
@@ -43,9 +44,9 @@ from forgekit.engine.store import write_json_atomic
 from forgekit.errors import ConfigError, StoreError
 from forgekit.methods.runner import prepare_call, read_input
 from forgekit.methods.spec import Method, options_of
+from forgekit.secrets import SECRET_NAME
 
 SEED_STRIDE = 1_000_003  # shard k of a generating method uses seed + k * SEED_STRIDE
-_SECRET_ATTRS = ("api_key", "_api_key", "key", "token")
 
 
 def split_int(total: int, parts: int) -> list[int]:
@@ -151,13 +152,24 @@ def check_portable(cls: type[Method], model: Any, kwargs: dict[str, Any]) -> Non
     for name, value in named:
         if value is None or isinstance(value, str):
             continue
-        if any(
-            getattr(value, attr, None) not in (None, "", "not-needed") for attr in _SECRET_ATTRS
-        ):
+        if _carries_key(value):
             raise ConfigError(
                 f"{cls.name}: with engine='ray', pass {name} as a profile name, not a Model "
                 f"object: its API key would travel in Ray's task arguments"
             )
+
+
+def _carries_key(model: Any) -> bool:
+    """Whether a model object holds a credential: a field (or a field of a dict field, like
+    an SDK client's options) named like a key, with a real value."""
+    fields = dict(vars(model)) if hasattr(model, "__dict__") else {}
+    for name, value in list(fields.items()):
+        if isinstance(value, dict):
+            fields.update({f"{name}.{k}": v for k, v in value.items()})
+    return any(
+        SECRET_NAME.search(name) and isinstance(value, str) and value not in ("", "not-needed")
+        for name, value in fields.items()
+    )
 
 
 def run_sharded(
@@ -261,13 +273,14 @@ def _drive(ray: Any, cls: type[Method], specs: list[ShardSpec], records, board, 
     task = ray.remote(run_shard)
     env = worker_env()
     records_ref = ray.put(records)
+    secrets_ref = ray.put(worker_secrets())  # by reference: never in a log or a task spec
     refs = {
         task.options(
             name=f"forgekit {cls.name} shard {s.index + 1}/{s.count}",
             num_cpus=1,
             max_retries=0,  # a lost shard is resumed by the user's re-run, from its part file
             runtime_env={"env_vars": env},
-        ).remote(s, records_ref, board): s.index
+        ).remote(s, records_ref, board, secrets_ref): s.index
         for s in specs
     }
     outcomes: dict[int, Any] = {}

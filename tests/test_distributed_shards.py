@@ -66,9 +66,7 @@ def complete_lines(path: Path) -> int:
 def test_killed_shard_worker_loses_nothing_and_a_rerun_resumes_it(
     ray_cluster, stub, stub_model, tmp_path
 ):
-    import ray
-
-    from forgekit.distributed.shard_board import board_name
+    from forgekit.distributed.shards import shard_worker_pids
 
     data = [{"n": i} for i in range(400)]
     call = {"user": "Number {{ n }}", "model": stub_model, "cache": False, **QUIET}
@@ -88,8 +86,7 @@ def test_killed_shard_worker_loses_nothing_and_a_rerun_resumes_it(
     thread = threading.Thread(target=first_run)
     thread.start()
     wait_until(lambda: complete_lines(parts[1]) == 50, "shard 2 to write its 50 answers")
-    board = ray.get_actor(board_name(str(out.resolve())))
-    os.kill(ray.get(board.worker_pids.remote())[1], signal.SIGKILL)
+    os.kill(shard_worker_pids(out)[1], signal.SIGKILL)
     thread.join(timeout=180)
     assert not thread.is_alive() and "error" not in box, box.get("error")
     first = box["df"].attrs["forgekit"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -115,19 +116,68 @@ def connect(
 
 
 def _init(ray, kwargs: dict[str, Any], attempts: int):
-    """ray.init, tried again when a local start times out. Ray 2.60's raylet waits a fixed
-    15 s for its agent process to write its port file and then aborts ("Timed out waiting for
-    file ...metrics_agent_port"); on a machine loaded by other work the agent's start-up can
-    miss that, and the next start usually makes it."""
+    """ray.init, tried again when a local start times out."""
     for attempt in range(1, attempts + 1):
         try:
-            return ray.init(**kwargs)
+            if "address" in kwargs:
+                return ray.init(**kwargs)
+            with _agent_ports_given():
+                return ray.init(**kwargs)
         except Exception as exc:
             if attempt == attempts or "timed out during startup" not in str(exc):
                 raise
             logging.getLogger(__name__).warning("Ray start timed out; trying again")
             ray.shutdown()
     raise AssertionError("unreachable")
+
+
+_AGENT_PORTS = (
+    "metrics_agent_port",
+    "metrics_export_port",
+    "dashboard_agent_listen_port",
+    "runtime_env_agent_port",
+)
+
+
+@contextmanager
+def _agent_ports_given() -> Iterator[None]:
+    """Start a local cluster with its agents' ports chosen up front. Left to choose their own,
+    the agents write them to files, and Ray 2.60's raylet waits a fixed 15 s for those files,
+    then aborts ("Timed out waiting for file ...metrics_agent_port"): a machine busy with
+    other work often misses that. ray.init has no parameter for these ports, so its private
+    RayParams is given them for the duration of the start (nothing changes if that class
+    moves in a later Ray)."""
+    try:
+        from ray._private.parameter import RayParams
+    except ImportError:  # pragma: no cover - another Ray layout: start as Ray does
+        yield
+        return
+    original = RayParams.__init__
+    ports = _free_ports(len(_AGENT_PORTS))
+
+    def init(self, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        for name, port in zip(_AGENT_PORTS, ports):
+            if hasattr(self, name) and not getattr(self, name):
+                setattr(self, name, port)
+
+    RayParams.__init__ = init
+    try:
+        yield
+    finally:
+        RayParams.__init__ = original
+
+
+def _free_ports(count: int) -> list[int]:
+    """`count` loopback ports free right now (bound together, so all distinct)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def _describe(ray, address: str, *, local: bool) -> ClusterInfo:

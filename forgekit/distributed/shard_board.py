@@ -4,7 +4,8 @@ Shards send their counters (a RunStats as a dict), their latest records and thei
 the driver reads a snapshot about five times a second and turns it into the usual engine
 events for the RunMonitor, the text bar and the magics. A cancel from the driver travels
 back as the answer to the shards' next report. The board also knows each shard's worker pid
-(for operators, and for tests that kill a worker on purpose).
+(`forgekit.distributed.shards.shard_worker_pids`: for operators, and for tests that kill a
+worker on purpose).
 """
 
 from __future__ import annotations
@@ -12,16 +13,9 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from forgekit.data.records import fingerprint
 
-
-def board_name(key: str) -> str:
-    """The actor name of the board of the run keyed `key` (its output path or job key)."""
-    return f"forgekit-shards-{fingerprint(key, 16)}"
-
-
-class ShardBoard:
-    """Plain class; forgekit.distributed.shards makes it a Ray actor (num_cpus=0)."""
+class RunBoard:
+    """What one sharded run's shards have reported."""
 
     def __init__(self, count: int) -> None:
         self.count = count
@@ -32,12 +26,29 @@ class ShardBoard:
         self.errors: list[dict[str, Any]] = []  # every error, each with its shard
         self.cancelled = False
 
-    def started(self, shard: int, pid: int) -> None:
-        self.pids[shard] = pid
-        self.status[shard] = "running"
+
+class ShardBoard:
+    """Plain class; forgekit.distributed.shards makes it one Ray actor per driver process
+    (num_cpus=0), shared by that driver's sharded runs (an actor is a process: starting
+    one per run would cost seconds). Runs are keyed by their output path (or job key)."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, RunBoard] = {}
+
+    def open(self, run: str, count: int) -> None:
+        self.runs[run] = RunBoard(count)
+
+    def close(self, run: str) -> None:
+        self.runs.pop(run, None)
+
+    def started(self, run: str, shard: int, pid: int) -> None:
+        if run in self.runs:
+            self.runs[run].pids[shard] = pid
+            self.runs[run].status[shard] = "running"
 
     def report(
         self,
+        run: str,
         shard: int,
         status: str,
         stats: dict[str, Any],
@@ -45,27 +56,32 @@ class ShardBoard:
         errors: list[dict[str, Any]],
     ) -> bool:
         """A shard's news; answers whether the run is being cancelled."""
-        self.status[shard] = status
-        self.stats[shard] = stats
-        self.latest.extend(latest)
-        self.errors.extend({**error, "shard": shard} for error in errors)
-        return self.cancelled
+        board = self.runs.get(run)
+        if board is None:  # the driver has closed the run
+            return True
+        board.status[shard] = status
+        board.stats[shard] = stats
+        board.latest.extend(latest)
+        board.errors.extend({**error, "shard": shard} for error in errors)
+        return board.cancelled
 
-    def cancel(self) -> None:
-        self.cancelled = True
+    def cancel(self, run: str) -> None:
+        if run in self.runs:
+            self.runs[run].cancelled = True
 
-    def worker_pids(self) -> dict[int, int]:
-        return dict(self.pids)
+    def worker_pids(self, run: str) -> dict[int, int]:
+        return dict(self.runs[run].pids) if run in self.runs else {}
 
-    def snapshot(self, errors_seen: int) -> dict[str, Any]:
+    def snapshot(self, run: str, errors_seen: int) -> dict[str, Any]:
         """Counters and status per shard, records since the last snapshot, errors after the
         first `errors_seen`."""
-        latest = list(self.latest)
-        self.latest.clear()
+        board = self.runs[run]
+        latest = list(board.latest)
+        board.latest.clear()
         return {
-            "status": dict(self.status),
-            "stats": dict(self.stats),
-            "pids": dict(self.pids),
+            "status": dict(board.status),
+            "stats": dict(board.stats),
+            "pids": dict(board.pids),
             "latest": latest,
-            "errors": self.errors[errors_seen:],
+            "errors": board.errors[errors_seen:],
         }

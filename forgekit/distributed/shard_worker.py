@@ -41,6 +41,7 @@ class ShardSpec:
     hi: int | None = None
     report_input_errors: bool = True  # one shard reports the inputs the method refused
     overrides: dict[str, Any] = field(default_factory=dict)  # option changes (n, seed)
+    run: str = ""  # the run's key on the ShardBoard
 
 
 def clip(value: Any) -> Any:
@@ -52,8 +53,9 @@ def clip(value: Any) -> Any:
 class Reporter:
     """Collects a shard's engine events and sends them to the board from its own thread."""
 
-    def __init__(self, board: Any, shard: int) -> None:
+    def __init__(self, board: Any, run: str, shard: int) -> None:
         self.board = board
+        self.run = run
         self.shard = shard
         self.cancel = threading.Event()
         self._lock = threading.Lock()
@@ -87,7 +89,7 @@ class Reporter:
             return RunStats.total(parts)
 
     def start(self) -> None:
-        self.board.started.remote(self.shard, os.getpid())
+        self.board.started.remote(self.run, self.shard, os.getpid())
         self._thread.start()
 
     def _send(self, status: str) -> bool:
@@ -98,7 +100,8 @@ class Reporter:
             self._errors = []
         import ray
 
-        return ray.get(self.board.report.remote(self.shard, status, stats, latest, errors))
+        report = self.board.report.remote(self.run, self.shard, status, stats, latest, errors)
+        return ray.get(report)
 
     def _loop(self) -> None:
         while not self._stop.wait(REPORT_EVERY_S):
@@ -140,7 +143,7 @@ def _run_shard(spec: ShardSpec, records: list[Any], board: Any) -> dict[str, Any
     from forgekit.engine import run_sync
     from forgekit.methods.runner import Run, prepare_call
 
-    reporter = Reporter(board, spec.index)
+    reporter = Reporter(board, spec.run, spec.index)
     reporter.start()
     status = "failed"
     try:

@@ -36,7 +36,7 @@ from typing import Any
 
 from forgekit.data.records import fingerprint
 from forgekit.distributed.cluster import connect, require_ray, worker_env, worker_secrets
-from forgekit.distributed.shard_board import ShardBoard, board_name
+from forgekit.distributed.shard_board import ShardBoard
 from forgekit.distributed.shard_merge import DriverView, merge_shards, move_aside, read_plan
 from forgekit.distributed.shard_worker import REPORT_EVERY_S, ShardSpec, run_shard
 from forgekit.engine import RunConfig, run_sync
@@ -206,21 +206,18 @@ def run_sharded(
             hi=plan.slices[k][1] if plan.slices else None,
             report_input_errors=k == 0,
             overrides=plan.overrides[k],
+            run=str(out_path.resolve()) if out_path else job_key,
         )
         for k in range(plan.count)
     ]
-    board_key = str(out_path.resolve()) if out_path else job_key
-    board = (
-        ray.remote(ShardBoard)
-        .options(num_cpus=0, name=board_name(board_key), get_if_exists=False)
-        .remote(plan.count)
-    )
+    board, run = _board(ray), specs[0].run
+    ray.get(board.open.remote(run, plan.count))
     view = DriverView(config, plan.total, out_path, cls.name)
     try:
         outcomes, interrupted = _drive(ray, cls, specs, records, board, view)
-        snapshot = ray.get(board.snapshot.remote(0))
+        snapshot = ray.get(board.snapshot.remote(run, 0))
     finally:
-        ray.kill(board)
+        board.close.remote(run)
     result, summary, raised = merge_shards(
         specs, outcomes, snapshot, out_path, prepared, config, view.started_at
     )
@@ -230,6 +227,26 @@ def run_sharded(
     if raised is not None:
         raise raised
     return result.to_dataframe(method=cls.name, **summary)
+
+
+_boards: dict[str, Any] = {}  # Ray job id -> this driver's ShardBoard actor
+
+
+def _board(ray: Any) -> Any:
+    """This driver's ShardBoard, started on first use (it lives as long as the driver)."""
+    job = ray.get_runtime_context().get_job_id()
+    if job not in _boards:
+        _boards.clear()  # a board of an earlier connection died with it
+        actor = ray.remote(ShardBoard).options(num_cpus=0, name=f"forgekit-shard-board-{job}")
+        _boards[job] = actor.remote()
+    return _boards[job]
+
+
+def shard_worker_pids(out: str | Path) -> dict[int, int]:
+    """The pid of the worker process of each running shard of the sharded run writing
+    `out` (shard index -> pid); empty when no such run is going on in this process."""
+    ray = require_ray()
+    return ray.get(_board(ray).worker_pids.remote(str(Path(out).resolve())))
 
 
 def _prepare_parts(
@@ -294,18 +311,18 @@ def _drive(ray: Any, cls: type[Method], specs: list[ShardSpec], records, board, 
             done, pending = ray.wait(pending, num_returns=len(pending), timeout=REPORT_EVERY_S)
             for ref in done:
                 outcomes[refs[ref]] = _outcome(ray, ref)
-            snapshot = ray.get(board.snapshot.remote(seen_errors))
+            snapshot = ray.get(board.snapshot.remote(specs[0].run, seen_errors))
             seen_errors += len(snapshot["errors"])
             view.update(snapshot)
             cancel = view.config.cancel_event
             if cancel is not None and cancel.is_set() and not cancel_sent:
-                board.cancel.remote()
+                board.cancel.remote(specs[0].run)
                 cancel_sent = True
         except KeyboardInterrupt:
             # Stop the shards cleanly (their finished records stay in the parts), then merge.
             interrupted = True
             if not cancel_sent:
-                board.cancel.remote()
+                board.cancel.remote(specs[0].run)
                 cancel_sent = True
     return outcomes, interrupted
 

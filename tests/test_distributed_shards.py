@@ -3,6 +3,7 @@ that resume per shard after a worker is killed, progress aggregated from every s
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -48,6 +49,18 @@ def test_sharded_generate_equals_local_record_for_record(ray_cluster, stub, stub
     assert info["status"] == "completed" and info["stats"]["ok"] == 2000
     assert [s["slice"] for s in info["shards"]] == [[0, 1000], [1000, 2000]]
     assert events[0][0] == "start" and events[-1] == ("end", 2000)
+    # One manifest for the run: every shard's spend added up, and each shard listed.
+    manifest = json.loads(out.with_name("sharded.manifest.json").read_text())
+    assert manifest["engine"] == "ray" and manifest["status"] == "completed"
+    assert manifest["records_in_file"] == 2000 and manifest["totals"]["requests"] == 2000
+    assert manifest["this_run"]["ok"] == 2000 and manifest["models"]
+    assert [s["records"] for s in manifest["shards"]] == [1000, 1000]
+    assert (
+        manifest["job_key"]
+        == json.loads((tmp_path / "sharded.jsonl.parts" / "shard-00000.manifest.json").read_text())[
+            "job_key"
+        ]
+    )  # the shards ran the caller's job, not another one
 
 
 def wait_until(condition, what: str, limit_s: float = 180.0) -> None:
@@ -163,3 +176,21 @@ def test_a_model_object_holding_a_key_is_refused(ray_cluster):
     model = OpenAICompatibleModel("m", "m", base_url="http://127.0.0.1:9/v1", api_key="sk-abc1234")
     with pytest.raises(ConfigError, match="pass model as a profile name"):
         generate([{"n": 1}], user="{{ n }}", model=model, engine="ray", **QUIET)
+
+
+def test_the_magic_runs_shards_with_ray_and_shards_flags(ray_cluster, stub, stub_model):
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+
+    shell = start_ipython() or get_ipython()
+    shell.run_line_magic("load_ext", "forgekit")
+    shell.user_ns["items"] = [{"n": i} for i in range(30)]
+    result = shell.run_cell(
+        '%forge generate --input items --model stub --user "N {{ n }}" --no-cache '
+        "--ray --shards 3 -o sharded"
+    )
+    assert result.error_in_exec is None, result.error_in_exec
+    df = shell.user_ns["sharded"]
+    assert list(df["input"]) == [f"N {i}" for i in range(30)]
+    assert [s["slice"] for s in df.attrs["forgekit"]["shards"]] == [[0, 10], [10, 20], [20, 30]]
+    assert stub.stats()["ok"] == 30

@@ -194,3 +194,27 @@ def test_the_magic_runs_shards_with_ray_and_shards_flags(ray_cluster, stub, stub
     assert list(df["input"]) == [f"N {i}" for i in range(30)]
     assert [s["slice"] for s in df.attrs["forgekit"]["shards"]] == [[0, 10], [10, 20], [20, 30]]
     assert stub.stats()["ok"] == 30
+
+
+def test_cancel_reaches_every_shard_and_a_rerun_finishes(ray_cluster, stub, stub_model, tmp_path):
+    # Each shard answers its first 50 items, then waits on the stub for the rest.
+    stub.configure(hold_match=r"Number ([5-9]\d|1[5-9]\d)\b")
+    data = [{"n": i} for i in range(200)]
+    call = {"user": "Number {{ n }}", "model": stub_model, "cache": False, **QUIET}
+    out = tmp_path / "cancelled.jsonl"
+    cancel = threading.Event()
+
+    def cancel_at_100(event: str, payload: dict) -> None:
+        if payload["stats"].ok >= 100:  # the driver's aggregate of both shards
+            cancel.set()
+
+    df = generate(
+        data, engine="ray", shards=2, out=out, on_event=[cancel_at_100], cancel_event=cancel, **call
+    )
+    info = df.attrs["forgekit"]
+    assert info["status"] == "cancelled" and len(df) == 100
+    assert [s["status"] for s in info["shards"]] == ["cancelled", "cancelled"]
+    stub.configure()
+    again = generate(data, engine="ray", shards=2, out=out, **call)
+    assert again.attrs["forgekit"]["status"] == "completed" and len(again) == 200
+    assert stub.stats()["ok"] == 100 and again["id"].is_unique

@@ -116,10 +116,13 @@ def connect(
 
 
 def _init(ray, kwargs: dict[str, Any], attempts: int):
-    """ray.init, tried again when a local start times out."""
+    """ray.init; a local start that timed out is tried again with its agents' ports given up
+    front (see `_agent_ports_given`; not the first time: with them, Ray's raylet logs a
+    harmless but alarming "Failed to establish connection to the metrics exporter agent"
+    when Ray's optional metrics packages are not installed)."""
     for attempt in range(1, attempts + 1):
         try:
-            if "address" in kwargs:
+            if "address" in kwargs or attempt == 1:
                 return ray.init(**kwargs)
             with _agent_ports_given():
                 return ray.init(**kwargs)

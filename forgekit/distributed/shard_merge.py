@@ -69,6 +69,7 @@ class DriverView:
             )
             self.progress = factory(total, config.description or f"{name} (ray)")
         self._shown = 0
+        self._last: tuple[int, ...] = ()
 
     def emit(self, event: str, data: dict[str, Any]) -> None:
         for handler in self.config.on_event:
@@ -94,6 +95,15 @@ class DriverView:
             self.emit("record", {"record": record})
         for error in snapshot["errors"]:
             self.emit("error", {"error": error})
+        if not snapshot["latest"] and not snapshot["errors"] and self._changed():
+            # Counters moved without a record to show (resumed items, filtered ones): the
+            # displays still hear of it (they update from any event's stats).
+            self.emit("progress", {})
+
+    def _changed(self) -> bool:
+        now = tuple(getattr(self.stats, k) for k in ("ok", "failed", "filtered", "skipped"))
+        changed, self._last = now != self._last, now
+        return changed
 
     def end(self, result: RunResult) -> None:
         self.stats = result.stats

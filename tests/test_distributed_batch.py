@@ -64,15 +64,18 @@ def test_batch_on_ray_gives_the_local_index_and_ci_reports(
     assert "3 ok, 1 failed of 4 combination(s)" in summary
     assert summary.count("| ✅ ok |") == 3 and summary.count("| ❌ failed |") == 1
 
-    # On Ray, tolerating one failure: exit 0, the same index, its own summary file.
+    # On Ray, tolerating one failure: exit 0, the same index, its own summary file. A
+    # relative --out means the same folder to the workers as to the caller.
+    monkeypatch.chdir(tmp_path)
     ray_out = tmp_path / "ray"
     summary_file = tmp_path / "ray-summary.md"
-    ray_args = ["--out", str(ray_out), "--ray", "--max-failures", "1"]
+    ray_args = ["--out", "ray", "--ray", "--max-failures", "1"]
     assert main(["batch", *local_args, *ray_args, "--summary", str(summary_file)]) == 0
     assert "tolerated: --max-failures 1" in capsys.readouterr().err
     assert index_without_places(ray_out) == index_without_places(tmp_path / "local")
     assert "passed" in summary_file.read_text().splitlines()[0]
     for row in read_jsonl(ray_out / "index.jsonl"):
+        assert row["notebook"] == f"ray/notebooks/{row['name']}.ipynb"
         assert (ray_out / "notebooks" / f"{row['name']}.ipynb").exists()
     # A re-run on Ray resumes: only the failed combination runs again, and fails again.
     first = {r["key"]: r for r in read_jsonl(ray_out / "index.jsonl")}

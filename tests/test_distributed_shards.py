@@ -121,14 +121,29 @@ def test_killed_shard_worker_loses_nothing_and_a_rerun_resumes_it(
         assert len(ids) == len(set(ids)) == 200
 
 
-def test_a_generating_method_splits_its_target_with_distinct_seeds(ray_cluster, stub, stub_model):
+def test_a_generating_method_splits_its_target_with_distinct_seeds(
+    ray_cluster, stub, stub_model, tmp_path, monkeypatch
+):
     from forgekit.methods import magpie
 
     questions = [f"Distinct question number {i}?" for i in range(40)]
     stub.configure(rules=[{"match": r"user\n$", "contents": questions}])
+    monkeypatch.chdir(tmp_path)  # a relative out means the same file to the shards
     df = magpie(
-        10, model=stub_model, template="chatml", engine="ray", shards=2, min_words=1, **QUIET
+        10,
+        model=stub_model,
+        template="chatml",
+        engine="ray",
+        shards=2,
+        min_words=1,
+        out="magpie.jsonl",
+        **QUIET,
     )
+    assert len(read_jsonl(tmp_path / "magpie.jsonl")) == 10
+    assert sorted(p.name for p in (tmp_path / "magpie.jsonl.parts").glob("*.jsonl")) == [
+        "shard-00000.jsonl",
+        "shard-00001.jsonl",
+    ]
     info = df.attrs["forgekit"]
     assert len(df) == 10 and df["id"].is_unique
     assert [s["options"] for s in info["shards"]] == [

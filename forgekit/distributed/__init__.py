@@ -14,6 +14,7 @@ from forgekit.distributed.cluster import (
     shutdown,
     worker_env,
     worker_secrets,
+    working_directory,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "shutdown",
     "worker_env",
     "worker_secrets",
+    "working_directory",
 ]

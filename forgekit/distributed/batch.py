@@ -10,6 +10,7 @@ environment: settings through the runtime_env, credentials by object-store refer
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,15 +20,19 @@ from forgekit.distributed.cluster import (
     secret_env,
     worker_env,
     worker_secrets,
+    working_directory,
 )
 
 POLL_S = 0.5
 
 
-def _with_secrets(run_one: Callable[..., Any], secrets: dict[str, str], *call: Any) -> Any:
+def _in_driver_context(
+    run_one: Callable[..., Any], secrets: dict[str, str], cwd: str, *call: Any
+) -> Any:
     """In the worker: `run_one(*call)` with the driver's credentials in the environment (the
-    notebook's kernel inherits them)."""
-    with secret_env(secrets):
+    notebook's kernel inherits them) and in the driver's working directory (the batch's
+    relative paths, and the index's, mean the same as in local mode)."""
+    with secret_env(secrets), working_directory(cwd):
         return run_one(*call)
 
 
@@ -40,7 +45,7 @@ def run_on_ray(
         return
     ray = require_ray()
     connect(address)
-    remote = ray.remote(_with_secrets)
+    remote = ray.remote(_in_driver_context)
     # Kernels started by a worker have no front end: text progress, not widgets.
     env = worker_env({"FORGEKIT_NO_WIDGETS": "1"})
     secrets = ray.put(worker_secrets())  # by reference: never in a log or a task spec
@@ -50,7 +55,7 @@ def run_on_ray(
             num_cpus=1,
             max_retries=0,  # a re-run of the batch resumes; a half-run notebook is not retried
             runtime_env={"env_vars": env},
-        ).remote(run_one, secrets, *call): call
+        ).remote(run_one, secrets, os.getcwd(), *call): call
         for call in calls
     }
     while pending:

@@ -261,3 +261,16 @@ def secret_env(secrets: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextmanager
+def working_directory(path: str | None) -> Iterator[None]:
+    """In a worker: run one task in the driver's working directory (when this node has it),
+    so relative paths (inputs, `out`, a batch folder) mean what they mean to the caller."""
+    previous = os.getcwd()
+    if path and os.path.isdir(path):
+        os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)

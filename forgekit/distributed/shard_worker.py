@@ -42,6 +42,7 @@ class ShardSpec:
     report_input_errors: bool = True  # one shard reports the inputs the method refused
     overrides: dict[str, Any] = field(default_factory=dict)  # option changes (n, seed)
     run: str = ""  # the run's key on the ShardBoard
+    cwd: str | None = None  # the driver's working directory (relative paths mean the same)
 
 
 def clip(value: Any) -> Any:
@@ -133,9 +134,9 @@ def run_shard(
     """Run one shard to its end, with the driver's credentials in its environment; the ids
     of its main records in order, its counters and summary (and the records themselves
     when it has no part file). `records` and `secrets` arrive through the object store."""
-    from forgekit.distributed.cluster import secret_env
+    from forgekit.distributed.cluster import secret_env, working_directory
 
-    with secret_env(secrets):
+    with secret_env(secrets), working_directory(spec.cwd):
         return _run_shard(spec, records, board)
 
 

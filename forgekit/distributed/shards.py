@@ -28,6 +28,7 @@ forgekit.distributed.cluster).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
@@ -207,6 +208,7 @@ def run_sharded(
             report_input_errors=k == 0,
             overrides=plan.overrides[k],
             run=str(out_path.resolve()) if out_path else job_key,
+            cwd=os.getcwd(),
         )
         for k in range(plan.count)
     ]

@@ -15,6 +15,8 @@ import pytest
 from forgekit.methods import generate
 from tests.conftest import read_jsonl
 
+pytestmark = pytest.mark.slow
+
 QUIET = {"progress": False}
 
 

@@ -71,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="ADDRESS",
         help="run each combination as a Ray task: a local cluster started on demand, or the "
-        "cluster at ADDRESS (the --out folder must be visible to every worker)",
+        "cluster at ADDRESS (the --out folder must be visible to every worker; the cluster's "
+        "CPUs, not --jobs, set how many run at once)",
     )
     ci = p.add_argument_group("CI")
     ci.add_argument(

@@ -235,3 +235,21 @@ def test_cancel_reaches_every_shard_and_a_rerun_finishes(ray_cluster, stub, stub
     again = generate(data, engine="ray", shards=2, out=out, **call)
     assert again.attrs["forgekit"]["status"] == "completed" and len(again) == 200
     assert stub.stats()["ok"] == 100 and again["id"].is_unique
+
+
+def test_an_error_that_stops_a_shard_reaches_the_caller(ray_cluster, stub, stub_model, tmp_path):
+    from forgekit.errors import ClientRequestError
+
+    stub.configure(status=404)  # every request: the endpoint does not exist
+    with pytest.raises(ClientRequestError, match="404"):
+        generate(
+            [{"n": i} for i in range(20)],
+            user="Number {{ n }}",
+            model=stub_model,
+            engine="ray",
+            shards=2,
+            out=tmp_path / "broken.jsonl",
+            **QUIET,
+        )
+    manifest = json.loads((tmp_path / "broken.manifest.json").read_text())
+    assert manifest["status"] == "failed" and "shard 1/2" in manifest["stop_reason"]

@@ -179,7 +179,7 @@ def stage_ray(folder: Path, work: Path) -> dict:
     import ray
 
     from forgekit.distributed import minhash_dedup
-    from forgekit.distributed._ray import connect
+    from forgekit.distributed.cluster import connect
 
     t0 = time.perf_counter()
     connect()

@@ -40,9 +40,10 @@ from typing import Any
 
 import yaml
 
+from forgekit.batch_report import failure_report, plain_text  # noqa: F401 - re-exported
 from forgekit.data.records import fingerprint
 from forgekit.errors import ConfigError, ForgeError
-from forgekit.secrets import find_secrets, secret_values
+from forgekit.secrets import find_secrets, scrub, secret_values
 
 # Words of a parameter name that mark a credential. Whole words: `max_tokens` (a parameter
 # of nearly every template) and `keywords` are not secrets; `api_key`, `hf_token` are.
@@ -80,6 +81,7 @@ class Combination:
     data_files: list[str] = field(default_factory=list)
     error: str | None = None
     error_cell: int | None = None
+    traceback: str | None = None  # the error cell's traceback (plain text, keys scrubbed)
 
 
 # -- grids --------------------------------------------------------------------------------
@@ -221,11 +223,15 @@ def _count_records(folder: Path) -> tuple[int, list[str]]:
     return total, files
 
 
-def _error_summary(exc: BaseException) -> tuple[str, int | None]:
+def _error_summary(exc: BaseException, secrets: list[str]) -> tuple[str, int | None, str]:
+    """`ename: evalue`, the cell's execution count and its traceback (plain, scrubbed)."""
     ename = getattr(exc, "ename", type(exc).__name__)
     evalue = getattr(exc, "evalue", str(exc))
     cell = getattr(exc, "exec_count", None) or getattr(exc, "cell_index", None)
-    return f"{ename}: {evalue}".strip()[:500], cell
+    lines = getattr(exc, "traceback", None)
+    trace = "\n".join(lines) if isinstance(lines, list) else f"{ename}: {evalue}"
+    summary = scrub(f"{ename}: {evalue}".strip()[:500], secrets)
+    return summary, cell, scrub(plain_text(trace)[-8000:], secrets)
 
 
 def _run_one(
@@ -234,11 +240,13 @@ def _run_one(
     parameters: dict[str, Any],
     out: Path,
     kernel: str | None,
-    secrets: list[str],
     timeout: float | None,
 ) -> Combination:
     import papermill
 
+    # Read here, where the notebook runs (a child process, a Ray worker): key values never
+    # travel as arguments, which Ray would store and log.
+    secrets = secret_values()
     # Kernels started here have no front end: text progress, not widgets (this runs in a
     # worker process of its own, so the setting stays here).
     os.environ.setdefault("FORGEKIT_NO_WIDGETS", "1")
@@ -264,7 +272,7 @@ def _run_one(
         combo.status, combo.error = "ok", None
     except Exception as exc:  # the notebook's own failure: recorded, never fatal to the batch
         combo.status = "failed"
-        combo.error, combo.error_cell = _error_summary(exc)
+        combo.error, combo.error_cell, combo.traceback = _error_summary(exc, secrets)
     combo.duration_s = round(time.monotonic() - started, 2)
     if scratch.exists():
         try:
@@ -315,6 +323,15 @@ def _write_index(out: Path, combos: list[Combination], secrets: list[str]) -> No
         os.replace(tmp, out / name)
 
 
+def _run_in_processes(calls: list[tuple], jobs: int) -> Iterable[Combination]:
+    """Run `_run_one(*call)` for each call, `jobs` at a time; yields them as they finish.
+    Processes, not threads: papermill changes the working directory of the whole process
+    while it starts a kernel, so two threads would start kernels in each other's folders."""
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for future in as_completed([pool.submit(_run_one, *call) for call in calls]):
+            yield future.result()
+
+
 def run_batch(
     template: str | os.PathLike,
     grid: str | os.PathLike | Mapping[str, Any],
@@ -324,8 +341,12 @@ def run_batch(
     kernel: str | None = None,
     timeout: float | None = None,
     rerun: bool = False,
+    engine: str = "local",
+    ray_address: str | None = None,
 ):
-    """Run `template` once per grid combination; returns the index as a DataFrame."""
+    """Run `template` once per grid combination; returns the index as a DataFrame.
+    `engine="ray"` runs each combination as a task on Ray (a local cluster started on
+    demand, or the one at `ray_address`; `jobs` is then the cluster's business)."""
     import pandas as pd
 
     template = Path(template)
@@ -333,6 +354,10 @@ def run_batch(
         raise ConfigError(f"template {template}: no such file")
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    if ray_address is not None:
+        engine = "ray"
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"engine must be 'local' or 'ray', got {engine!r}")
     params_list = load_grid(grid)
     declared = check_parameters(template, params_list)
     out = Path(out)
@@ -348,28 +373,22 @@ def run_batch(
             combo = Combination(**{**done, "status": "ok"})
             combo.status = "skipped"
         combos.append(combo)
-    todo = [c for c in combos if c.status == "pending"]
-    # Processes, not threads: papermill changes the working directory of the whole process
-    # while it starts a kernel, so two threads would start kernels in each other's folders.
+    here = Path.cwd()
+    calls = [
+        (template, c, absolute_inputs(c.params, declared, here), out, kernel, timeout)
+        for c in combos
+        if c.status == "pending"
+    ]
     by_key = {c.key: c for c in combos}
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [
-            pool.submit(
-                _run_one,
-                template,
-                c,
-                absolute_inputs(c.params, declared, Path.cwd()),
-                out,
-                kernel,
-                secrets,
-                timeout,
-            )
-            for c in todo
-        ]
-        for future in as_completed(futures):
-            finished = future.result()
-            by_key[finished.key].__dict__.update(finished.__dict__)
-            _write_index(out, combos, secrets)  # progress survives an interrupted batch
+    if engine == "ray":  # each combination a Ray task (papermill in the worker)
+        from forgekit.distributed.batch import run_on_ray
+
+        finishing = run_on_ray(_run_one, calls, address=ray_address)
+    else:
+        finishing = _run_in_processes(calls, jobs)
+    for finished in finishing:
+        by_key[finished.key].__dict__.update(finished.__dict__)
+        _write_index(out, combos, secrets)  # progress survives an interrupted batch
     _write_index(out, combos, secrets)
     shutil.rmtree(out / ".scratch", ignore_errors=True)
     df = pd.DataFrame([asdict(c) for c in combos])
@@ -383,22 +402,6 @@ def run_batch(
         "failed": failed,
         "total": len(df),
         "index": str(out / "index.jsonl"),
+        "template": str(template),
     }
     return df
-
-
-def failure_report(df: Any) -> str:
-    """'N of M combination(s) failed', then one line per failed combination: its executed
-    notebook (or work folder), the cell that raised (papermill's `In [N]`) and the error."""
-    failed = df[df["status"] == "failed"]
-    lines = [f"{len(failed)} of {len(df)} combination(s) failed:"]
-    for row in failed.itertuples():
-        where = row.notebook or f"{row.workdir} (no notebook written)"
-        cell = f" at In [{int(row.error_cell)}]" if _present(row.error_cell) else ""
-        error = " ".join(str(row.error or "unknown error").split())
-        lines.append(f"  {where}{cell}: {error}")
-    return "\n".join(lines)
-
-
-def _present(value: Any) -> bool:
-    return value is not None and value == value  # a missing number is NaN in a DataFrame

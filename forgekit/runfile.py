@@ -25,7 +25,7 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -53,6 +53,9 @@ class RunSection(BaseModel):
     cache_path: str | None = None
     progress: bool | None = None
     overwrite: bool | None = None
+    engine: Literal["local", "ray"] | None = None
+    shards: int | None = Field(None, ge=1)
+    ray_address: str | None = None
 
 
 class RunFile(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 
-_SECRET_NAME = re.compile(r"(^|_)KEY($|_)|APIKEY|TOKEN|SECRET|PASSW|AUTH", re.IGNORECASE)
+SECRET_NAME = re.compile(r"(^|_)KEY($|_)|APIKEY|TOKEN|SECRET|PASSW|AUTH", re.IGNORECASE)
 _MIN_SECRET_LENGTH = 8  # shorter values ("1", "true") would scrub ordinary text
 REDACTED = "***"
 
@@ -21,7 +21,7 @@ def secret_values() -> list[str]:
     from forgekit.errors import ConfigError
 
     load_dotenv_once()
-    names = {name for name in os.environ if _SECRET_NAME.search(name)}
+    names = {name for name in os.environ if SECRET_NAME.search(name)}
     try:
         names |= {p.api_key_env for p in list_profiles().values() if p.api_key_env}
     except ConfigError:

@@ -4,6 +4,7 @@ OpenAI protocol (tests/openai_stub.py) in its own process, with fault injection.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -74,6 +75,24 @@ def stub_server():
 def stub(stub_server):
     stub_server.configure()  # defaults: no latency, no faults
     return stub_server
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One real local Ray cluster for the whole test session (2 CPUs, loopback, no dashboard),
+    started on first use and shut down at the end. Ray start-up on a loaded machine takes
+    seconds, so tests share it instead of starting their own."""
+    pytest.importorskip("ray")
+    from forgekit.distributed import connect, shutdown
+
+    # Workers must import this checkout's forgekit, like the driver does.
+    root = str(HERE.parent)
+    path = os.environ.get("PYTHONPATH", "")
+    if root not in path.split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, path) if p)
+    info = connect(num_cpus=2, object_store_memory=200 * 1024 * 1024)
+    yield info
+    shutdown()
 
 
 def write_profile(tmp_path: Path, monkeypatch, url: str, name: str = "stub", **extra) -> Path:

@@ -49,6 +49,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # /_reset. Lets a test stop a client at a point of progress, whatever the machine's speed.
     "hold_after": None,
     "response_format": None,  # "reject": answer 400 to requests with response_format
+    # Hold every model request whose body matches this regex, the same way: freezes part of
+    # a run by content (e.g. one shard's items), whatever the order requests arrive in.
+    "hold_match": None,
+    # Answer 401 to a model request whose Authorization is not "Bearer <require_key>".
+    "require_key": None,
 }
 
 
@@ -241,6 +246,11 @@ async def _route(stub: Stub, method: str, path: str, body: bytes, auth: str) -> 
         while stub.generation == generation:  # released by the next configure or reset
             await asyncio.sleep(0.01)
         return None  # the held request belongs to an earlier phase: drop it
+    if await _held_by_match(stub, body):
+        return None
+    refused = _refused_key(stub, auth)
+    if refused is not None:
+        return refused
     if stub.config.get("chat_only") and not path.endswith("/chat/completions"):
         stub.stats["404"] += 1
         return _json(404, {"error": {"message": "this endpoint offers chat only"}})
@@ -293,6 +303,28 @@ def structured_output(stub: Stub, request: dict[str, Any]) -> bytes | None:
         stub.stats["400"] += 1
         return _json(400, {"error": {"message": "response_format is not supported"}})
     return None
+
+
+async def _held_by_match(stub: Stub, body: bytes) -> bool:
+    """`hold_match`: hold a matching request until the next /_config or /_reset; True when
+    it was held (the caller then drops it: it belongs to an earlier phase)."""
+    pattern = stub.config.get("hold_match")
+    if not pattern or not re.search(pattern, body.decode("utf-8", "replace")):
+        return False
+    stub.stats["held"] += 1
+    generation = stub.generation
+    while stub.generation == generation:
+        await asyncio.sleep(0.01)
+    return True
+
+
+def _refused_key(stub: Stub, auth: str) -> bytes | None:
+    """`require_key`: a 401 (without echoing what was sent) unless the request carries it."""
+    wanted = stub.config.get("require_key")
+    if not wanted or auth == f"Bearer {wanted}":
+        return None
+    stub.stats["401"] += 1
+    return _json(401, {"error": {"message": "wrong or missing API key"}})
 
 
 async def serve(port: int, host: str = "127.0.0.1") -> None:

@@ -17,25 +17,10 @@ import pytest
 
 from forgekit.data.io import RecordFormatError, read_records
 from forgekit.distributed.components import compact, components
-from forgekit.distributed.shards import Shard, input_files, plan_shards, read_shard
+from forgekit.distributed.file_shards import Shard, input_files, plan_shards, read_shard
 from forgekit.evaluate.minhash import minhash_dedup as local_minhash_dedup
 
 CJK = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]
-
-
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """One local Ray for the session: 2 CPUs, loopback, no dashboard (to be replaced by the
-    shared fixture of forgekit.distributed.cluster when that is merged)."""
-    ray = pytest.importorskip("ray")
-    from forgekit.distributed._ray import connect
-
-    started = not ray.is_initialized()
-    connect(num_cpus=2)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield ray
-    if started:
-        ray.shutdown()
 
 
 def _edit(tokens: list[str], rng: random.Random, pool: list[str], start: int, k: int) -> list[str]:
@@ -102,6 +87,9 @@ def read_parts(folder) -> list[dict]:
 
 
 def test_distributed_equals_local_on_jsonl_folder_and_parquet(ray_cluster, tmp_path):
+    import ray
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
     from forgekit.distributed import minhash_dedup
 
     records, chains = make_corpus()

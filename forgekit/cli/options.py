@@ -8,6 +8,7 @@ from typing import Any
 
 from forgekit.engine import RunConfig
 from forgekit.engine.cache import default_cache_path
+from forgekit.errors import ConfigError
 
 
 def add_model_option(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +69,23 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "--background",
         action="store_true",
         help="run in a separate process and return at once with its run id (see `forge runs`)",
+    )
+
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run as shards on Ray: a local cluster started on demand, or the cluster at "
+        "ADDRESS (auto, ray://host:10001); put it after positional arguments",
+    )
+    group.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        metavar="N",
+        help="split the run into N shards on Ray (default with --ray: the cluster's CPUs)",
     )
 
 
@@ -235,7 +253,19 @@ def run_config_from_args(args: argparse.Namespace, ctx: Any = None) -> RunConfig
     """Engine options from the shared option group; a magic adds live hooks (progress
     events, a cancel flag) through `ctx.extra['run_config']`."""
     extra = dict(getattr(ctx, "extra", {}).get("run_config", {})) if ctx is not None else {}
+    address = getattr(args, "ray", None)
+    shards = getattr(args, "shards", None)
+    if address and address.isdigit():
+        raise ConfigError(
+            f"--ray took {address!r} as the cluster address: put --ray after the positional "
+            f"arguments, or write --ray=ADDRESS"
+        )
+    if shards is not None and shards < 1:
+        raise ConfigError(f"--shards must be >= 1, got {shards}")
     return RunConfig(
+        engine="ray" if address is not None or shards is not None else "local",
+        shards=shards,
+        ray_address=address or None,
         concurrency=args.concurrency,
         rpm=args.rpm,
         tpm=args.tpm,

@@ -42,9 +42,9 @@ import numpy as np
 import pandas as pd
 
 from forgekit.distributed import stages
-from forgekit.distributed._ray import connect
+from forgekit.distributed.cluster import connect
 from forgekit.distributed.components import components
-from forgekit.distributed.shards import SHARD_BYTES, input_files, plan_shards
+from forgekit.distributed.file_shards import SHARD_BYTES, input_files, plan_shards
 from forgekit.errors import ConfigError
 from forgekit.evaluate.common import check_fraction
 from forgekit.evaluate.minhash.hashfunc import HASHES

@@ -16,7 +16,7 @@ import numpy as np
 
 from forgekit.data.io import write_records
 from forgekit.distributed.components import compact
-from forgekit.distributed.shards import SHARD_BITS, Shard, read_shard
+from forgekit.distributed.file_shards import SHARD_BITS, Shard, read_shard
 from forgekit.errors import ConfigError
 from forgekit.evaluate.minhash.hashfunc import fmix64
 from forgekit.evaluate.minhash.lsh import band_keys, lsh_dedup

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from forgekit.engine.progress import ProgressFactory
+from forgekit.errors import ConfigError
 
 if TYPE_CHECKING:
     from forgekit.engine.requests import RunContext
@@ -47,6 +48,23 @@ class RunConfig:
     cancel_event: threading.Event | None = None  # set from any thread to stop the run
     # Where progress is shown; None: the calling context's default (see engine.progress).
     progress_factory: ProgressFactory | None = None
+    # Where the run executes: "local" (this process) or "ray" (`shards` parts of the work on a
+    # Ray cluster: a local one started on demand, or the one at `ray_address`); the method
+    # runner dispatches on these (forgekit.distributed.shards), the Engine never reads them.
+    engine: str = "local"
+    shards: int | None = None  # default with engine="ray": the cluster's CPU count
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("local", "ray"):
+            raise ConfigError(f"engine must be 'local' or 'ray', got {self.engine!r}")
+        if self.shards is not None and (isinstance(self.shards, bool) or self.shards < 1):
+            raise ConfigError(f"shards must be a whole number >= 1, got {self.shards!r}")
+
+    @property
+    def distributed(self) -> bool:
+        """Run on Ray: asked for by engine="ray", a shard count or a cluster address."""
+        return self.engine == "ray" or self.shards is not None or self.ray_address is not None
 
     def public(self) -> dict[str, Any]:
         skip = ("on_event", "cancel_event", "progress_factory")

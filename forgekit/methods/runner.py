@@ -48,12 +48,19 @@ def call(cls: type[Method], data: Any, kwargs: dict[str, Any]):
     if gate_options.target is not None and "n" in cls.Options.__dataclass_fields__:
         kwargs["n"] = gate_options.target  # the method's own count is the target
     config = run_config(cls.name, kwargs)
-    options = resolve(cls, kwargs)
-    job = {"method": cls.name, "model": model_key(model), **identity(cls, options)}
-    models = Models(model, options)
-    method = cls(models.resolved_options)
-    method.model, method.target = models.main, gate_options.target
-    items = method.prepare(read_input(cls, data, **reading))
+    if config.distributed:  # the same call, as shards on Ray
+        from forgekit.distributed.shards import run_sharded
+
+        if gate_options.active:
+            raise ConfigError(
+                f"{cls.name}: the quality gate ({', '.join(GATE_OPTIONS)}) does not run "
+                "on Ray shards yet; run it locally, or gate the merged output"
+            )
+        if reading:
+            data = read_input(cls, data, **reading)
+        return run_sharded(cls, data, kwargs, model=model, out=out, config=config)
+    records = read_input(cls, data, **reading)
+    method, models, items, job = prepare_call(cls, records, kwargs, model, gate_options.target)
     run = Run(method, models, out, config, job, Gate(gate_options, method.score))
     result = run_sync(lambda: run.execute(items))
     details = method.summary(result.records)
@@ -61,6 +68,22 @@ def call(cls: type[Method], data: Any, kwargs: dict[str, Any]):
         details["gate"] = run.gate.summary(len(result.records), result.status, result.stop_reason)
         record_in_manifest(result.out, details["gate"])
     return result.to_dataframe(method=cls.name, **details)
+
+
+def prepare_call(
+    cls: type[Method],
+    records: list[Any],
+    kwargs: dict[str, Any],
+    model: Any,
+    target: int | None = None,
+):
+    """Steps 2-4: (method, models, work items, job), every check done before a request."""
+    options = resolve(cls, kwargs)
+    job = {"method": cls.name, "model": model_key(model), **identity(cls, options)}
+    models = Models(model, options)
+    method = cls(models.resolved_options)
+    method.model, method.target = models.main, target
+    return method, models, method.prepare(records), job
 
 
 # -- options -------------------------------------------------------------------------------
@@ -214,6 +237,7 @@ class Run:
     ) -> None:
         self.method = method
         self.gate = gate or Gate(GateOptions(), method.score)
+        self.offset = 0  # of a slice's first item: a shard keeps local ids (distributed.shards)
         self.models = models
         self.out = out
         self.config = config
@@ -304,7 +328,7 @@ class Stages:
         ids: list[str] = []
 
         def tasks() -> Iterable[Task]:
-            for index, item in enumerate(items, start):
+            for index, item in enumerate(items, start + run.offset):
                 inputs = {"job": run.job_key, "item": fingerprint(method.key(item), 16)}
                 if stage is not None:
                     inputs["stage"] = stage

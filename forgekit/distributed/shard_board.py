@@ -1,0 +1,87 @@
+"""`ShardBoard`: the Ray actor where a sharded run's shards report and the driver looks.
+
+Shards send their counters (a RunStats as a dict), their latest records and their errors;
+the driver reads a snapshot about five times a second and turns it into the usual engine
+events for the RunMonitor, the text bar and the magics. A cancel from the driver travels
+back as the answer to the shards' next report. The board also knows each shard's worker pid
+(`forgekit.distributed.shards.shard_worker_pids`: for operators, and for tests that kill a
+worker on purpose).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+
+class RunBoard:
+    """What one sharded run's shards have reported."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.pids: dict[int, int] = {}
+        self.status: dict[int, str] = {}
+        self.stats: dict[int, dict[str, Any]] = {}
+        self.latest: deque[dict[str, Any]] = deque(maxlen=20)
+        self.errors: list[dict[str, Any]] = []  # every error, each with its shard
+        self.cancelled = False
+
+
+class ShardBoard:
+    """Plain class; forgekit.distributed.shards makes it one Ray actor per driver process
+    (num_cpus=0), shared by that driver's sharded runs (an actor is a process: starting
+    one per run would cost seconds). Runs are keyed by their output path (or job key)."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, RunBoard] = {}
+
+    def open(self, run: str, count: int) -> None:
+        self.runs[run] = RunBoard(count)
+
+    def close(self, run: str) -> None:
+        self.runs.pop(run, None)
+
+    def started(self, run: str, shard: int, pid: int) -> None:
+        if run in self.runs:
+            self.runs[run].pids[shard] = pid
+            self.runs[run].status[shard] = "running"
+
+    def report(
+        self,
+        run: str,
+        shard: int,
+        status: str,
+        stats: dict[str, Any],
+        latest: list[dict[str, Any]],
+        errors: list[dict[str, Any]],
+    ) -> bool:
+        """A shard's news; answers whether the run is being cancelled."""
+        board = self.runs.get(run)
+        if board is None:  # the driver has closed the run
+            return True
+        board.status[shard] = status
+        board.stats[shard] = stats
+        board.latest.extend(latest)
+        board.errors.extend({**error, "shard": shard} for error in errors)
+        return board.cancelled
+
+    def cancel(self, run: str) -> None:
+        if run in self.runs:
+            self.runs[run].cancelled = True
+
+    def worker_pids(self, run: str) -> dict[int, int]:
+        return dict(self.runs[run].pids) if run in self.runs else {}
+
+    def snapshot(self, run: str, errors_seen: int) -> dict[str, Any]:
+        """Counters and status per shard, records since the last snapshot, errors after the
+        first `errors_seen`."""
+        board = self.runs[run]
+        latest = list(board.latest)
+        board.latest.clear()
+        return {
+            "status": dict(board.status),
+            "stats": dict(board.stats),
+            "pids": dict(board.pids),
+            "latest": latest,
+            "errors": board.errors[errors_seen:],
+        }

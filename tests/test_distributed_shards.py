@@ -1,0 +1,255 @@
+"""Sharded method runs on a real local Ray cluster: the same records as a local run, parts
+that resume per shard after a worker is killed, progress aggregated from every shard."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from forgekit.methods import generate
+from tests.conftest import read_jsonl
+
+pytestmark = pytest.mark.slow
+
+QUIET = {"progress": False}
+
+
+def comparable(record: dict) -> dict:
+    """A record without the moment it was made."""
+    lineage = {k: v for k, v in record["lineage"].items() if k != "created_at"}
+    return {**record, "lineage": lineage}
+
+
+def test_sharded_generate_equals_local_record_for_record(ray_cluster, stub, stub_model, tmp_path):
+    data = [{"n": i} for i in range(2000)]
+    local = generate(data, user="Number {{ n }}", model=stub_model, cache=False, **QUIET)
+    sent_locally = stub.stats()["ok"]
+    events = []
+    out = tmp_path / "sharded.jsonl"
+    sharded = generate(
+        data,
+        user="Number {{ n }}",
+        model=stub_model,
+        cache=False,
+        engine="ray",
+        shards=2,
+        out=out,
+        on_event=[lambda event, payload: events.append((event, payload["stats"].ok))],
+        **QUIET,
+    )
+    assert stub.stats()["ok"] == sent_locally + 2000  # the shards really asked the stub
+    local_records = [comparable(r) for r in local.to_dict("records")]
+    assert [comparable(r) for r in sharded.to_dict("records")] == local_records
+    assert [comparable(r) for r in read_jsonl(out)] == local_records
+    info = sharded.attrs["forgekit"]
+    assert info["status"] == "completed" and info["stats"]["ok"] == 2000
+    assert [s["slice"] for s in info["shards"]] == [[0, 1000], [1000, 2000]]
+    assert events[0][0] == "start" and events[-1] == ("end", 2000)
+    # One manifest for the run: every shard's spend added up, and each shard listed.
+    manifest = json.loads(out.with_name("sharded.manifest.json").read_text())
+    assert manifest["engine"] == "ray" and manifest["status"] == "completed"
+    assert manifest["records_in_file"] == 2000 and manifest["totals"]["requests"] == 2000
+    assert manifest["this_run"]["ok"] == 2000 and manifest["models"]
+    assert [s["records"] for s in manifest["shards"]] == [1000, 1000]
+    assert (
+        manifest["job_key"]
+        == json.loads((tmp_path / "sharded.jsonl.parts" / "shard-00000.manifest.json").read_text())[
+            "job_key"
+        ]
+    )  # the shards ran the caller's job, not another one
+
+
+def wait_until(condition, what: str, limit_s: float = 180.0) -> None:
+    """Wait for a point of progress (the limit only keeps a broken run from hanging CI)."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def complete_lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def test_killed_shard_worker_loses_nothing_and_a_rerun_resumes_it(
+    ray_cluster, stub, stub_model, tmp_path
+):
+    from forgekit.distributed.shards import shard_worker_pids
+
+    data = [{"n": i} for i in range(400)]
+    call = {"user": "Number {{ n }}", "model": stub_model, "cache": False, **QUIET}
+    expected = [comparable(r) for r in generate(data, **call).to_dict("records")]
+    # Shard 2 of 2 holds items 200-399: the stub answers 200-249, then holds the rest.
+    stub.configure(hold_match=r"Number (2[5-9]\d|3\d\d)\b")
+    out = tmp_path / "killed.jsonl"
+    parts = [tmp_path / "killed.jsonl.parts" / f"shard-0000{k}.jsonl" for k in (0, 1)]
+    box: dict = {}
+
+    def first_run() -> None:
+        try:
+            box["df"] = generate(data, engine="ray", shards=2, out=out, **call)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=first_run)
+    thread.start()
+    wait_until(lambda: complete_lines(parts[1]) == 50, "shard 2 to write its 50 answers")
+    os.kill(shard_worker_pids(out)[1], signal.SIGKILL)
+    thread.join(timeout=180)
+    assert not thread.is_alive() and "error" not in box, box.get("error")
+    first = box["df"].attrs["forgekit"]
+    assert first["status"] == "failed" and "shard 2/2" in first["stop_reason"]
+    assert [s["status"] for s in first["shards"]] == ["completed", "failed"]
+    assert len(box["df"]) == 250  # shard 1's 200 and what shard 2 finished: nothing lost
+    assert complete_lines(parts[0]) == 200 and complete_lines(parts[1]) == 50
+
+    stub.configure()  # release the held requests; counters start again at 0
+    again = generate(data, engine="ray", shards=2, out=out, **call)
+    assert stub.stats()["ok"] == 150  # only shard 2's unfinished items were asked again
+    info = again.attrs["forgekit"]
+    assert info["status"] == "completed"
+    assert [s["stats"]["skipped"] for s in info["shards"]] == [200, 50]
+    assert [comparable(r) for r in again.to_dict("records")] == expected
+    assert [comparable(r) for r in read_jsonl(out)] == expected
+    for part in parts:  # nothing duplicated in any part
+        ids = [r["id"] for r in read_jsonl(part)]
+        assert len(ids) == len(set(ids)) == 200
+
+
+def test_a_generating_method_splits_its_target_with_distinct_seeds(
+    ray_cluster, stub, stub_model, tmp_path, monkeypatch
+):
+    from forgekit.methods import magpie
+
+    questions = [f"Distinct question number {i}?" for i in range(40)]
+    stub.configure(rules=[{"match": r"user\n$", "contents": questions}])
+    monkeypatch.chdir(tmp_path)  # a relative out means the same file to the shards
+    df = magpie(
+        10,
+        model=stub_model,
+        template="chatml",
+        engine="ray",
+        shards=2,
+        min_words=1,
+        out="magpie.jsonl",
+        **QUIET,
+    )
+    assert len(read_jsonl(tmp_path / "magpie.jsonl")) == 10
+    assert sorted(p.name for p in (tmp_path / "magpie.jsonl.parts").glob("*.jsonl")) == [
+        "shard-00000.jsonl",
+        "shard-00001.jsonl",
+    ]
+    info = df.attrs["forgekit"]
+    assert len(df) == 10 and df["id"].is_unique
+    assert [s["options"] for s in info["shards"]] == [
+        {"n": 5, "seed": 0},
+        {"n": 5, "seed": 1_000_003},
+    ]
+    assert sorted({r["seed"] for r in df["lineage"]}) == [0, 1_000_003]
+    assert set(df["input"]) <= set(questions)
+    assert info["generations"] == 10  # the shards' counters add up
+
+
+def test_the_key_reaches_workers_by_environment_never_as_an_argument(
+    ray_cluster, stub, tmp_path, monkeypatch
+):
+    import ray
+
+    from tests.conftest import write_profile
+
+    secret = "sk-shard-secret-4b1d9e77c0"
+    monkeypatch.setenv("STUB_SECRET_KEY", secret)
+    write_profile(tmp_path, monkeypatch, stub.url, name="keyed", api_key_env="STUB_SECRET_KEY")
+    stub.configure(require_key=secret)  # 401 without the key
+    out = tmp_path / "keyed.jsonl"
+    df = generate(
+        [{"n": i} for i in range(20)],
+        user="Number {{ n }}",
+        model="keyed",
+        engine="ray",
+        shards=2,
+        out=out,
+        **QUIET,
+    )
+    assert len(df) == 20 and stub.stats()["ok"] == 20 and "401" not in stub.stats()
+    # Nothing Ray wrote (logs, spilled objects) and nothing forgekit wrote holds the key.
+    session = Path(ray._private.worker._global_node.get_session_dir_path())
+    written = [*session.rglob("*"), *tmp_path.rglob("*")]
+    leaks = [p for p in written if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaks == []
+
+
+def test_a_model_object_holding_a_key_is_refused(ray_cluster):
+    from forgekit.errors import ConfigError
+    from forgekit.models.openai_compat import OpenAICompatibleModel
+
+    model = OpenAICompatibleModel("m", "m", base_url="http://127.0.0.1:9/v1", api_key="sk-abc1234")
+    with pytest.raises(ConfigError, match="pass model as a profile name"):
+        generate([{"n": 1}], user="{{ n }}", model=model, engine="ray", **QUIET)
+
+
+def test_the_magic_runs_shards_with_ray_and_shards_flags(ray_cluster, stub, stub_model):
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+
+    shell = start_ipython() or get_ipython()
+    shell.run_line_magic("load_ext", "forgekit")
+    shell.user_ns["items"] = [{"n": i} for i in range(30)]
+    result = shell.run_cell(
+        '%forge generate --input items --model stub --user "N {{ n }}" --no-cache '
+        "--ray --shards 3 -o sharded"
+    )
+    assert result.error_in_exec is None, result.error_in_exec
+    df = shell.user_ns["sharded"]
+    assert list(df["input"]) == [f"N {i}" for i in range(30)]
+    assert [s["slice"] for s in df.attrs["forgekit"]["shards"]] == [[0, 10], [10, 20], [20, 30]]
+    assert stub.stats()["ok"] == 30
+
+
+def test_cancel_reaches_every_shard_and_a_rerun_finishes(ray_cluster, stub, stub_model, tmp_path):
+    # Each shard answers its first 50 items, then waits on the stub for the rest.
+    stub.configure(hold_match=r"Number ([5-9]\d|1[5-9]\d)\b")
+    data = [{"n": i} for i in range(200)]
+    call = {"user": "Number {{ n }}", "model": stub_model, "cache": False, **QUIET}
+    out = tmp_path / "cancelled.jsonl"
+    cancel = threading.Event()
+
+    def cancel_at_100(event: str, payload: dict) -> None:
+        if payload["stats"].ok >= 100:  # the driver's aggregate of both shards
+            cancel.set()
+
+    df = generate(
+        data, engine="ray", shards=2, out=out, on_event=[cancel_at_100], cancel_event=cancel, **call
+    )
+    info = df.attrs["forgekit"]
+    assert info["status"] == "cancelled" and len(df) == 100
+    assert [s["status"] for s in info["shards"]] == ["cancelled", "cancelled"]
+    stub.configure()
+    again = generate(data, engine="ray", shards=2, out=out, **call)
+    assert again.attrs["forgekit"]["status"] == "completed" and len(again) == 200
+    assert stub.stats()["ok"] == 100 and again["id"].is_unique
+
+
+def test_an_error_that_stops_a_shard_reaches_the_caller(ray_cluster, stub, stub_model, tmp_path):
+    from forgekit.errors import ClientRequestError
+
+    stub.configure(status=404)  # every request: the endpoint does not exist
+    with pytest.raises(ClientRequestError, match="404"):
+        generate(
+            [{"n": i} for i in range(20)],
+            user="Number {{ n }}",
+            model=stub_model,
+            engine="ray",
+            shards=2,
+            out=tmp_path / "broken.jsonl",
+            **QUIET,
+        )
+    manifest = json.loads((tmp_path / "broken.manifest.json").read_text())
+    assert manifest["status"] == "failed" and "shard 1/2" in manifest["stop_reason"]

@@ -71,6 +71,9 @@ class ModelProfile(BaseModel):
     completions: bool | None = None  # raw /v1/completions available? None: assume yes
     timeout: float = 120.0
     max_concurrency: int | None = None
+    # HTTP client for requests: "auto" (lean unless a proxy is set), "lean", or "sdk" (the
+    # openai SDK); see forgekit.models.openai_compat.
+    transport: Literal["auto", "lean", "sdk"] = "auto"
     rpm: float | None = None
     tpm: float | None = None
     price: Price | None = None

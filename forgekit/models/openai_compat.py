@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from forgekit.errors import (
     ClientRequestError,
+    ModelTimeoutError,
     RetryableModelError,
     UnsupportedOperationError,
 )
@@ -245,7 +246,7 @@ class OpenAICompatibleModel:
         try:
             answer = await self.lean_client.post_json(path, payload)
         except LeanTimeout:
-            raise RetryableModelError(f"{self.name}: request timed out") from None
+            raise ModelTimeoutError(f"{self.name}: request timed out") from None
         except LeanConnectionError as exc:
             raise RetryableModelError(f"{self.name}: connection error ({exc})") from None
         if not 200 <= answer.status < 300:
@@ -273,7 +274,7 @@ class OpenAICompatibleModel:
         except openai.APIStatusError as exc:
             raise self._status_error(exc.status_code, exc.response.headers, exc.body) from None
         except openai.APITimeoutError:
-            raise RetryableModelError(f"{self.name}: request timed out") from None
+            raise ModelTimeoutError(f"{self.name}: request timed out") from None
         except openai.APIConnectionError as exc:
             raise RetryableModelError(
                 f"{self.name}: connection error ({exc.__cause__ or exc})"

@@ -109,7 +109,7 @@ function render({ model, el: root }) {
     cells.failed.textContent = fmtInt(model.get("failed"));
     cells.filtered.textContent = fmtInt(model.get("filtered"));
     cells.failed.parentElement.classList.toggle("fk-rm-bad", model.get("failed") > 0);
-    // Adaptive concurrency: shown once the limit has moved ("limit / ceiling, N lowered").
+    // Adaptive concurrency ("limit / ceiling"): hidden when the run does not adapt.
     const ceiling = model.get("concurrency_ceiling");
     cells.concurrency.parentElement.hidden = !ceiling;
     if (ceiling) {

@@ -217,6 +217,7 @@ class ConcurrencyControl:
 
             limit = AdaptiveLimit(self.ceiling, on_change=changed)
             self.limits[endpoint] = limit
+            changed(limit.state, "start")  # the monitor shows the limit from the first request
         return limit
 
     def public(self) -> dict[str, Any]:

@@ -43,7 +43,7 @@ class RunMonitor(ForgeWidget):
     elapsed = traitlets.Float(0.0).tag(sync=True)
     requests_per_s = traitlets.Float(0.0).tag(sync=True)
     # Adaptive concurrency (forgekit.engine.adaptive): the limit now, the ceiling, and how
-    # often it was lowered; 0 ceiling: not adapting (or no change seen yet).
+    # often it was lowered; 0 ceiling: not adapting.
     concurrency = traitlets.Int(0).tag(sync=True)
     concurrency_ceiling = traitlets.Int(0).tag(sync=True)
     concurrency_decreases = traitlets.Int(0).tag(sync=True)

@@ -95,7 +95,12 @@ class _Connection:
 
 
 class LeanHttpClient:
-    """Keep-alive POSTs of JSON to one base URL, from one event loop."""
+    """Keep-alive POSTs of JSON to one base URL, from one event loop.
+
+    `timeout` covers the whole exchange: connecting, sending and the complete answer. For a
+    non-streamed answer (all the engine asks for) that is what the SDK's read timeout
+    amounts to, since the server sends nothing until the answer is ready.
+    """
 
     def __init__(self, base_url: str, headers: dict[str, str], timeout: float) -> None:
         parts = urlsplit(base_url)

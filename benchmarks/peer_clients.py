@@ -79,8 +79,7 @@ def run_forgekit(args: argparse.Namespace) -> tuple[list[tuple[str, str]], float
         out=str(work / "out.jsonl"),
         concurrency=args.c,
         params={"max_tokens": MAX_TOKENS},
-        progress=False,
-    )
+    )  # its default text progress bar on, like the peers' (to stderr, which the parent keeps)
     seconds = time.perf_counter() - imported
     stats = df.attrs["forgekit"]["stats"]
     assert stats["cached"] == 0 and stats["requests"] == args.n, stats
@@ -90,6 +89,7 @@ def run_forgekit(args: argparse.Namespace) -> tuple[list[tuple[str, str]], float
 def run_curator(args: argparse.Namespace) -> tuple[list[tuple[str, str]], float, float, float]:
     os.environ["CURATOR_CACHE_DIR"] = str(Path(args.work) / "curator")
     os.environ["CURATOR_DISABLE_CACHE"] = "1"
+    # curator's lighter display (tqdm instead of rich): the setting most favourable to it.
     os.environ["CURATOR_DISABLE_RICH_DISPLAY"] = "1"
     os.environ["TELEMETRY_ENABLED"] = "false"
     # Offline: litellm would fetch its model price map from the network at import.

@@ -65,6 +65,19 @@ def test_rising_latency_lowers_the_limit_in_proportion_without_any_429():
     assert gentle.current == 18
 
 
+def test_latency_added_by_a_busy_client_loop_is_not_blamed_on_the_server():
+    lag = [0.0]
+    limit = AdaptiveLimit(20, loop_lag=lambda: lag[0])
+    _drive(limit, 100, latency=0.1)
+    lag[0] = 0.25  # our own event loop runs late: 4 waits of 0.25 s explain the rise
+    _drive(limit, 60, latency=1.0)
+    assert limit.current == 20 and limit.state.decreases == 0
+    lag[0] = 0.0  # the same rise with a responsive loop: the server is slow
+    _drive(limit, 60, latency=1.0)
+    assert limit.state.decreases >= 1 and limit.state.min < 20
+    assert {why for _, _, why in limit.state.history} >= {"latency"}
+
+
 def test_the_limit_never_goes_below_one_and_waiters_resume():
     limit = AdaptiveLimit(4)
     _drive(limit, 10, latency=None, overload=True)

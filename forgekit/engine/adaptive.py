@@ -19,7 +19,9 @@ healthy endpoint pays nothing) and moves at most once per round trip:
   window instead, so a recovered endpoint is used again within a few round trips.
 
 The best window's mean drifts up 2% per window it is not matched, so an endpoint that
-became slower for good stops looking overloaded.
+became slower for good stops looking overloaded. Latency is counted without the time
+answers wait for our own event loop (`LoopLag`): a CPU-bound client is not an overloaded
+server.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class AdaptiveLimit:
         latency_tolerance: float = 2.0,
         calm_windows: int = 3,
         on_change: Callable[[LimitState, str], None] | None = None,
+        loop_lag: Callable[[], float] | None = None,
     ) -> None:
         self.ceiling = max(1, int(ceiling))
         self.limit = float(self.ceiling)
@@ -81,6 +84,9 @@ class AdaptiveLimit:
         self.latency_tolerance = latency_tolerance
         self.calm_windows = calm_windows
         self.on_change = on_change
+        # Latency measured in a busy client includes the time answers wait for the event
+        # loop; that part is ours, not the server's, and is taken out (see LoopLag).
+        self.loop_lag = loop_lag
         self.in_flight = 0
         self.answers = 0
         self.sent = 0
@@ -155,18 +161,23 @@ class AdaptiveLimit:
         self._reset_window()
         slow = False
         best = self._best_latency
+        server = mean  # the part of the latency the server is responsible for
         if mean is not None:
+            if self.loop_lag is not None:
+                # An answer waits for the loop several times (connection, read, resume):
+                # count 4 loop lags as ours. The best latency stays the raw one.
+                server = max(mean - 4 * self.loop_lag(), 0.0)
             if best is None or mean < best:
                 self._best_latency = mean
             else:
                 self._best_latency = best * 1.02  # drift up: a slower endpoint for good
-                slow = mean > self.latency_tolerance * best
+                slow = server > self.latency_tolerance * best
         self._slow_windows = self._slow_windows + 1 if slow else 0
-        if self._slow_windows >= 2 and mean is not None and best is not None:
+        if self._slow_windows >= 2 and server and best is not None:
             self._slow_windows = 0
             # In proportion to how far latency is over the tolerance (a gradient, as in
             # Netflix's concurrency-limits), between -10% and -50% per step.
-            gradient = self.latency_tolerance * best / mean
+            gradient = self.latency_tolerance * best / server
             self._set(self.limit * min(0.9, max(0.5, gradient)), "latency")
         elif self.limit < self.ceiling:
             self._calm += 1
@@ -195,6 +206,39 @@ class AdaptiveLimit:
             self.on_change(state, why)
 
 
+class LoopLag:
+    """How late the event loop runs what is ready (a moving average, in seconds).
+
+    A client whose CPU is saturated (many requests, a busy machine) sees every answer late;
+    without this, rising client-side lag would look like a server queueing and lower the
+    limit for nothing. A probe sleeps `interval` and measures how late it wakes.
+    """
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.value = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._probe())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def __call__(self) -> float:
+        return self.value
+
+    async def _probe(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time()
+            await asyncio.sleep(self.interval)
+            late = max(0.0, loop.time() - asked - self.interval)
+            self.value = 0.8 * self.value + 0.2 * late
+
+
 class ConcurrencyControl:
     """The limits of one run, one per endpoint; `None` slots when adaptation is off."""
 
@@ -205,6 +249,15 @@ class ConcurrencyControl:
         self.ceiling = ceiling
         self.emit = emit
         self.limits: dict[str, AdaptiveLimit] = {}
+        self.lag = LoopLag()
+
+    def start(self) -> None:
+        """Start measuring the loop's lag (call from the run's event loop)."""
+        if self.enabled:
+            self.lag.start()
+
+    def stop(self) -> None:
+        self.lag.stop()
 
     def for_endpoint(self, endpoint: str) -> AdaptiveLimit | None:
         if not self.enabled:
@@ -215,7 +268,7 @@ class ConcurrencyControl:
             def changed(state: LimitState, why: str, endpoint: str = endpoint) -> None:
                 self.emit("concurrency", {"endpoint": endpoint, "why": why, **state.public()})
 
-            limit = AdaptiveLimit(self.ceiling, on_change=changed)
+            limit = AdaptiveLimit(self.ceiling, on_change=changed, loop_lag=self.lag)
             self.limits[endpoint] = limit
             changed(limit.state, "start")  # the monitor shows the limit from the first request
         return limit

@@ -98,10 +98,12 @@ class RequestGate:
     def open(self, ceiling: int = 1) -> None:
         """`ceiling`: the run's concurrency, the most any endpoint gets at once."""
         self.concurrency = ConcurrencyControl(self.config.adaptive, ceiling, self.emit)
+        self.concurrency.start()
         if self.config.cache:
             self.cache = ResponseCache(self.config.cache_path)
 
     def close(self) -> None:
+        self.concurrency.stop()
         if self.cache is not None:
             self.cache.close()
 

@@ -25,6 +25,7 @@ is rejected, so keys cannot leak into notebooks, manifests or logs through it.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -71,6 +72,9 @@ class ModelProfile(BaseModel):
     completions: bool | None = None  # raw /v1/completions available? None: assume yes
     timeout: float = 120.0
     max_concurrency: int | None = None
+    # HTTP client for requests: "auto" (lean unless a proxy is set), "lean", or "sdk" (the
+    # openai SDK); see forgekit.models.openai_compat.
+    transport: Literal["auto", "lean", "sdk"] = "auto"
     rpm: float | None = None
     tpm: float | None = None
     price: Price | None = None
@@ -138,12 +142,27 @@ def config_path() -> Path | None:
     return None
 
 
+# The last parse of each config file, with the text it came from: one run resolves profiles
+# several times (the model, the secrets to scrub, ...), and parsing YAML is not free. The
+# file is read every time, so an edited file is always parsed again.
+_parsed: dict[str, tuple[str, Any]] = {}
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
+
+
+def _parse_yaml(path: Path) -> Any:
+    text = path.read_text(encoding="utf-8")
+    cached = _parsed.get(str(path))
+    if cached is None or cached[0] != text:
+        cached = _parsed[str(path)] = (text, yaml.load(text, Loader=_YAML_LOADER))
+    return copy.deepcopy(cached[1])  # callers may change what they get
+
+
 def load_config(path: str | os.PathLike | None = None) -> tuple[ConfigFile, Path | None]:
     path = Path(path) if path else config_path()
     if path is None:
         return ConfigFile(), None
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = _parse_yaml(path) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML ({exc})") from None
     if not isinstance(raw, dict):

@@ -37,6 +37,10 @@ class RetryableModelError(ModelError):
     retryable = True
 
 
+class ModelTimeoutError(RetryableModelError):
+    """No answer within the timeout (an overload signal for adaptive concurrency)."""
+
+
 class ClientRequestError(ModelError):
     """4xx other than 429: the request itself is wrong; retrying cannot help."""
 

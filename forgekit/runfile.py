@@ -43,6 +43,7 @@ class RunSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     concurrency: int | None = Field(None, ge=1)
+    adaptive: bool | None = None
     rpm: float | None = Field(None, gt=0)
     tpm: float | None = Field(None, gt=0)
     max_requests: int | None = Field(None, ge=0)

@@ -54,6 +54,12 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "hold_match": None,
     # Answer 401 to a model request whose Authorization is not "Bearer <require_key>".
     "require_key": None,
+    # Capacity that changes with progress (see `capacity_route`): [[answers, limit], ...],
+    # e.g. [[0, 32], [300, 4], [900, 24]]: up to 32 model requests at once until 300 answers,
+    # then 4, then 24 from the 900th answer on. Beyond the limit a request gets a 429
+    # ("overload": "429") or waits for a free place, so latency rises ("queue", like vLLM).
+    "capacity": None,
+    "overload": "429",
 }
 
 
@@ -66,6 +72,8 @@ class Stub:
         self.log: list[dict[str, Any]] = []
         self.inflight: Counter[int] = Counter()  # per generation, so a reset starts at 0
         self.generation = 0
+        self.busy = 0  # model requests being served within the capacity limit
+        self.freed = asyncio.Event()
 
     def reset(self) -> None:
         self.generation += 1
@@ -195,9 +203,54 @@ async def route(stub: Stub, method: str, path: str, body: bytes, auth: str = "")
     stub.inflight[generation] += 1
     stub.stats["max_inflight"] = max(stub.stats["max_inflight"], stub.inflight[generation])
     try:
+        if stub.config.get("capacity") and _is_model_path(path):
+            return await capacity_route(stub, method, path, body, auth)
         return await _route(stub, method, path, body, auth)
     finally:
         stub.inflight[generation] -= 1
+
+
+def _is_model_path(path: str) -> bool:
+    return path.endswith("/chat/completions") or path.endswith("/completions")
+
+
+def capacity_now(stub: Stub) -> int:
+    """The limit of the phase the stub is in, by the number of answers given so far."""
+    answered = stub.stats["ok"]
+    limit = 1
+    for after, phase_limit in stub.config["capacity"]:
+        if answered >= int(after):
+            limit = int(phase_limit)
+    return limit
+
+
+async def capacity_route(
+    stub: Stub, method: str, path: str, body: bytes, auth: str
+) -> bytes | None:
+    """A server with a capacity: at most `capacity_now` model requests served at once.
+    Beyond it, a 429 with Retry-After, or ("queue") a wait for a free place."""
+    limit = capacity_now(stub)
+    stub.stats[f"phase_limit_{limit}"] += 1
+    if stub.busy >= limit:
+        if stub.config.get("overload", "429") == "429":
+            stub.stats["over_capacity"] += 1
+            wait = float(stub.config["retry_after"])
+            return _json(
+                429,
+                {"error": {"message": "over capacity"}},
+                {"retry-after-ms": str(int(wait * 1000)), "Retry-After": f"{wait:g}"},
+            )
+        stub.stats["queued"] += 1
+        while stub.busy >= capacity_now(stub):
+            stub.freed.clear()
+            await stub.freed.wait()
+    stub.busy += 1
+    stub.stats["max_busy"] = max(stub.stats["max_busy"], stub.busy)
+    try:
+        return await _route(stub, method, path, body, auth)
+    finally:
+        stub.busy -= 1
+        stub.freed.set()
 
 
 async def _route(stub: Stub, method: str, path: str, body: bytes, auth: str) -> bytes | None:

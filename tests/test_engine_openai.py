@@ -1,5 +1,6 @@
-"""The OpenAI-compatible path through the real `openai` SDK against a real HTTP server
-(tests/openai_stub.py), with fault injection."""
+"""The OpenAI-compatible path against a real HTTP server (tests/openai_stub.py), with fault
+injection — every test twice: through the lean HTTP transport and through the real `openai`
+SDK, which must behave the same."""
 
 import time
 
@@ -9,7 +10,21 @@ from forgekit.engine import RunConfig, Task, run
 from forgekit.engine.runner import run_sync
 from forgekit.errors import ClientRequestError, UnsupportedOperationError
 from forgekit.models import SamplingParams, get_model
-from tests.conftest import read_jsonl
+from tests.conftest import read_jsonl, write_profile
+
+
+@pytest.fixture(params=["lean", "sdk"])
+def transport(request):
+    return request.param
+
+
+@pytest.fixture
+def stub_model(stub, tmp_path, monkeypatch, transport):
+    """The profile 'stub' (timeout 2 s) on the transport under test."""
+    write_profile(tmp_path, monkeypatch, stub.url, timeout=2.0, transport=transport)
+    model = get_model("stub")
+    assert model.lean is (transport == "lean")
+    return "stub"
 
 
 def chat_tasks(n, prefix="q"):
@@ -49,7 +64,7 @@ def test_chat_and_completion_through_sdk(stub_model):
 
 
 def test_500_requests_with_20_percent_faults_every_record_exactly_once(
-    stub, stub_model, tmp_path, monkeypatch
+    stub, stub_model, tmp_path, monkeypatch, transport
 ):
     # Faults of every kind; "hang" never answers within the client's timeout. The timeout
     # is long enough that no healthy request reaches it on a loaded machine (a spurious
@@ -60,9 +75,7 @@ def test_500_requests_with_20_percent_faults_every_record_exactly_once(
         hang_s=60.0,
         faults_per_request=2,
     )
-    from tests.conftest import write_profile
-
-    write_profile(tmp_path, monkeypatch, stub.url, timeout=3.0)
+    write_profile(tmp_path, monkeypatch, stub.url, timeout=3.0, transport=transport)
     out = tmp_path / "big.jsonl"
     result = run(
         chat_tasks(500),
@@ -181,14 +194,13 @@ def test_budget_max_total_tokens(stub, stub_model):
     assert result.stats.ok == 4 and result.stats.tokens == 12
 
 
-def test_budget_max_cost_uses_profile_price(stub, tmp_path, monkeypatch):
-    from tests.conftest import write_profile
-
+def test_budget_max_cost_uses_profile_price(stub, tmp_path, monkeypatch, transport):
     write_profile(
         tmp_path,
         monkeypatch,
         stub.url,
         name="priced",
+        transport=transport,
         price={"input": 100000.0, "output": 100000.0},
     )
     # each request: 1 prompt token + 2 completion tokens = 3 tokens * $0.1 = $0.3
@@ -227,10 +239,10 @@ def test_tpm_limit_paces_tokens(stub, stub_model):
     assert time.monotonic() - started >= 0.9
 
 
-def test_chat_only_provider_refuses_raw_completion(stub, tmp_path, monkeypatch):
-    from tests.conftest import write_profile
-
-    write_profile(tmp_path, monkeypatch, stub.url, name="chatonly", completions=False)
+def test_chat_only_provider_refuses_raw_completion(stub, tmp_path, monkeypatch, transport):
+    write_profile(
+        tmp_path, monkeypatch, stub.url, name="chatonly", completions=False, transport=transport
+    )
 
     async def make(ctx):
         await ctx.complete("<|im_start|>user\n")

@@ -49,6 +49,7 @@ function render({ model, el: root }) {
     ["retried", "retries"],
     ["failed", "errors"],
     ["filtered", "filtered"],
+    ["concurrency", "in flight (adaptive)"],
   ]) {
     const cell = el("div", "fk-rm-stat");
     const value = el("div", "fk-rm-value");
@@ -108,6 +109,14 @@ function render({ model, el: root }) {
     cells.failed.textContent = fmtInt(model.get("failed"));
     cells.filtered.textContent = fmtInt(model.get("filtered"));
     cells.failed.parentElement.classList.toggle("fk-rm-bad", model.get("failed") > 0);
+    // Adaptive concurrency ("limit / ceiling"): hidden when the run does not adapt.
+    const ceiling = model.get("concurrency_ceiling");
+    cells.concurrency.parentElement.hidden = !ceiling;
+    if (ceiling) {
+      const lowered = model.get("concurrency_decreases");
+      cells.concurrency.textContent = `${model.get("concurrency")} / ${ceiling}`;
+      cells.concurrency.title = `lowered ${lowered} time(s) after 429s, timeouts or rising latency`;
+    }
 
     reason.textContent = model.get("stop_reason") || "";
     reason.hidden = !model.get("stop_reason");

@@ -40,7 +40,14 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "--concurrency",
         type=int,
         default=None,
-        help="requests in flight at once (default: 1 for local, 32 for HTTP)",
+        help="requests in flight at once (default: 1 for local, 32 for HTTP); with adaptive "
+        "concurrency, the most each endpoint gets",
+    )
+    group.add_argument(
+        "--no-adaptive",
+        action="store_true",
+        help="keep --concurrency fixed instead of adapting it per endpoint to 429s, "
+        "timeouts and rising latency",
     )
     group.add_argument("--rpm", type=float, default=None, help="requests-per-minute limit")
     group.add_argument("--tpm", type=float, default=None, help="tokens-per-minute limit")
@@ -267,6 +274,7 @@ def run_config_from_args(args: argparse.Namespace, ctx: Any = None) -> RunConfig
         shards=shards,
         ray_address=address or None,
         concurrency=args.concurrency,
+        adaptive=not getattr(args, "no_adaptive", False),
         rpm=args.rpm,
         tpm=args.tpm,
         max_requests=args.max_requests,

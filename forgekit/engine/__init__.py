@@ -2,7 +2,8 @@
 incremental JSONL store that resumes.
 
 Modules: `types` (Task, RunConfig, RunStats, RunResult), `core` (the Engine), `requests`
-(what a task sees; cache, budget, limits and retries per request), `output` (the output
+(what a task sees; cache, budget, limits and retries per request), `adaptive` (each
+endpoint's concurrency, adapted to 429s, timeouts and latency), `output` (the output
 file and its manifest), `store`, `cache`, `limits`, `progress` (where a run reports
 progress) and `bridge` (the entry points: `arun`, `run`, `run_sync` from coroutines,
 scripts and notebook cells, and the choice of progress display).

@@ -122,7 +122,8 @@ class Engine:
         self, tasks: Iterable[Task] | AsyncIterator[Task], limit: int | None = None
     ) -> RunResult:
         started = time.monotonic()
-        self._open()
+        concurrency = max(1, self.config.concurrency or self.model.default_concurrency)
+        self._open(concurrency)
         total = limit if limit is not None else _known_length(tasks)
         progress = self._progress(total)
         order: list[str] = []
@@ -178,10 +179,9 @@ class Engine:
                         changed.notify_all()
 
         self._seen: set[str] = set()
-        concurrency = self.config.concurrency or self.model.default_concurrency
         self.emit("start", {"total": total, "out": str(self.out) if self.out else None})
         watcher = asyncio.create_task(self._watch_cancel(changed))
-        workers = [asyncio.create_task(worker()) for _ in range(max(1, concurrency))]
+        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
         try:
             await asyncio.gather(*workers)
         except asyncio.CancelledError:
@@ -283,8 +283,8 @@ class Engine:
         self.emit("error", {"error": entry})
 
     # -- opening and closing -------------------------------------------------------------
-    def _open(self) -> None:
-        self.gate.open()
+    def _open(self, concurrency: int) -> None:
+        self.gate.open(concurrency)
         if self.output is not None:
             self.store = self.output.open()
             self._write_manifest("running")
@@ -298,6 +298,7 @@ class Engine:
             models=sorted({m.identity for m in self._models.values()}),
             stats=self.stats,
             has_errors=bool(self._errors),
+            concurrency=self.gate.concurrency.public(),
         )
 
     def _progress(self, total: int | None) -> ProgressReporter:

@@ -84,6 +84,7 @@ class RunOutput:
         models: list[str],
         stats: RunStats,
         has_errors: bool,
+        concurrency: dict[str, Any] | None = None,
     ) -> None:
         """Write the manifest atomically, with every secret value scrubbed out."""
         if self.store is None:
@@ -103,6 +104,8 @@ class RunOutput:
             "this_run": asdict(stats),
             "totals": self._totals(stats),
             "errors_file": str(self.store.errors_path.name) if has_errors else None,
+            # Per endpoint: the ceiling and where adaptive concurrency took the limit.
+            "concurrency": concurrency,
         }
         text = scrub(json.dumps(manifest, default=str), self.secrets)
         self.store.write_manifest(json.loads(text))

@@ -9,9 +9,11 @@ and cost.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from forgekit.engine.adaptive import ConcurrencyControl, is_overload
 from forgekit.engine.cache import ResponseCache, request_key
 from forgekit.engine.limits import Budget, RateLimiter, RetryPolicy
 from forgekit.engine.types import RunConfig, RunStats, Task
@@ -91,12 +93,17 @@ class RequestGate:
         self.limiter = RateLimiter(config.rpm, config.tpm)
         self.retry = RetryPolicy(config.max_attempts, config.base_delay, config.max_delay)
         self.cache: ResponseCache | None = None
+        self.concurrency = ConcurrencyControl(False, 1, emit)
 
-    def open(self) -> None:
+    def open(self, ceiling: int = 1) -> None:
+        """`ceiling`: the run's concurrency, the most any endpoint gets at once."""
+        self.concurrency = ConcurrencyControl(self.config.adaptive, ceiling, self.emit)
+        self.concurrency.start()
         if self.config.cache:
             self.cache = ResponseCache(self.config.cache_path)
 
     def close(self) -> None:
+        self.concurrency.stop()
         if self.cache is not None:
             self.cache.close()
 
@@ -126,12 +133,17 @@ class RequestGate:
             self.budget.reserve_request()
             await self.limiter.acquire(estimate)
             self.stats.requests += 1
+            slot = self.concurrency.for_endpoint(_endpoint(model))
+            ticket = await slot.acquire() if slot is not None else 0
+            sent = time.monotonic()
             try:
                 if kind == "chat":
                     completion = await model.chat(payload, params)
                 else:
                     completion = await model.complete(payload, params)
             except RetryableModelError as exc:
+                if slot is not None:
+                    slot.release(ticket, None, overload=is_overload(exc))
                 self.limiter.settle(estimate, 0)
                 if attempt >= self.retry.max_attempts:
                     raise RetryableModelError(
@@ -144,6 +156,12 @@ class RequestGate:
                 self.emit("retry", {"error": str(exc), "attempt": attempt, "delay": delay})
                 await asyncio.sleep(delay)
                 continue
+            except BaseException:
+                if slot is not None:
+                    slot.release(ticket, None)
+                raise
+            if slot is not None:
+                slot.release(ticket, time.monotonic() - sent)
             break
         self._account(model, completion, estimate)
         if key is not None:
@@ -159,6 +177,11 @@ class RequestGate:
         self.stats.cost += cost
         self.budget.spend(usage.total_tokens, cost)
         self.limiter.settle(estimate, usage.total_tokens)
+
+
+def _endpoint(model: Model) -> str:
+    """What shares one server's capacity: its URL (models of one server share it)."""
+    return getattr(model, "endpoint", None) or model.identity
 
 
 def _estimate_prompt_tokens(payload: Any) -> int:

@@ -1,8 +1,11 @@
 """The incremental store: records appended to a JSONL file as they finish.
 
 Guarantees:
-- each record is one `os.write` of one complete line to a file opened O_APPEND, flushed to
-  the OS at once and fsync'ed at checkpoints, so a crash loses at most the line in flight;
+- each record is one `os.write` of one complete line to a file opened O_APPEND, handed to
+  the OS at once (a crash of the process loses at most the line in flight) and fsync'ed at
+  checkpoints (against a crash of the machine). During a run the fsync of a checkpoint runs
+  on a helper thread — it can take tens of ms, and the event loop must not wait for it —
+  and `close()` waits for it and syncs the rest;
 - a torn tail (a last line without its newline, from a killed process) is detected on open,
   moved to `<file>.torn` for inspection, and cut off — never silently kept;
 - a malformed line anywhere else is not ours to fix: opening fails naming file and line;
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +70,7 @@ class JsonlStore:
         self._errors_fd: int | None = None
         self._unsynced = 0
         self._last_sync = time.monotonic()
+        self._syncing: threading.Thread | None = None
         self._checkpoint_every = checkpoint_every
         self._checkpoint_seconds = checkpoint_seconds
 
@@ -140,7 +145,7 @@ class JsonlStore:
             self._unsynced >= self._checkpoint_every
             or time.monotonic() - self._last_sync > self._checkpoint_seconds
         ):
-            self.checkpoint()
+            self._checkpoint_in_background()
         return True
 
     def append_error(self, entry: dict[str, Any]) -> None:
@@ -150,10 +155,29 @@ class JsonlStore:
         _write_all(self._errors_fd, jsonl_line(entry).encode("utf-8"))
 
     def checkpoint(self) -> None:
+        """Everything written so far is on disk when this returns."""
+        self._wait_for_sync()
         if self._fd is not None and self._unsynced:
             os.fsync(self._fd)
         self._unsynced = 0
         self._last_sync = time.monotonic()
+
+    def _checkpoint_in_background(self) -> None:
+        """Start an fsync of what is written so far, unless one is still running (the next
+        checkpoint then covers these lines too)."""
+        if self._fd is None or (self._syncing is not None and self._syncing.is_alive()):
+            return
+        self._syncing = threading.Thread(
+            target=os.fsync, args=(self._fd,), name="forgekit-store-fsync", daemon=True
+        )
+        self._syncing.start()
+        self._unsynced = 0
+        self._last_sync = time.monotonic()
+
+    def _wait_for_sync(self) -> None:
+        if self._syncing is not None:
+            self._syncing.join()
+            self._syncing = None
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         write_json_atomic(self.manifest_path, manifest)

@@ -30,6 +30,9 @@ class RunConfig:
     """How to run: limits, retries, budgets, cache, progress. All optional."""
 
     concurrency: int | None = None  # default: the model's own (1 for local, 32 for HTTP)
+    # Adapt each endpoint's concurrency (1..concurrency) to 429s, timeouts and rising
+    # latency (forgekit.engine.adaptive); False: always `concurrency` in flight.
+    adaptive: bool = True
     rpm: float | None = None
     tpm: float | None = None
     max_requests: int | None = None

@@ -34,6 +34,7 @@ def model_from_profile(profile: ModelProfile) -> Model:
         completions=profile.completions,
         prices=profile.unit_prices(),
         max_concurrency=profile.max_concurrency,
+        transport=profile.transport,
     )
 
 

@@ -7,7 +7,7 @@ does the rest.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 Message = dict[str, str]  # {"role": "user", "content": "..."}
@@ -31,10 +31,16 @@ class SamplingParams:
             raise ValueError(f"n must be >= 1, got {self.n}")
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        if data["stop"] is not None:
-            data["stop"] = list(data["stop"])
-        return data
+        # Spelled out, not dataclasses.asdict: this runs several times per request, and
+        # asdict's recursive deep copy was a measurable share of a request's CPU.
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "stop": list(self.stop) if self.stop is not None else None,
+            "seed": self.seed,
+            "n": self.n,
+        }
 
     @classmethod
     def coerce(
@@ -78,7 +84,10 @@ class Completion:
     def to_dict(self) -> dict[str, Any]:
         return {
             "texts": self.texts,
-            "usage": asdict(self.usage),
+            "usage": {
+                "prompt_tokens": self.usage.prompt_tokens,
+                "completion_tokens": self.usage.completion_tokens,
+            },
             "finish_reason": self.finish_reason,
             "model": self.model,
         }

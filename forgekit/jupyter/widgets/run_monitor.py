@@ -42,6 +42,11 @@ class RunMonitor(ForgeWidget):
     cost = traitlets.Float(0.0).tag(sync=True)
     elapsed = traitlets.Float(0.0).tag(sync=True)
     requests_per_s = traitlets.Float(0.0).tag(sync=True)
+    # Adaptive concurrency (forgekit.engine.adaptive): the limit now, the ceiling, and how
+    # often it was lowered; 0 ceiling: not adapting.
+    concurrency = traitlets.Int(0).tag(sync=True)
+    concurrency_ceiling = traitlets.Int(0).tag(sync=True)
+    concurrency_decreases = traitlets.Int(0).tag(sync=True)
     out = traitlets.Unicode("").tag(sync=True)
     latest = traitlets.List([]).tag(sync=True)
     errors = traitlets.List([]).tag(sync=True)
@@ -57,6 +62,7 @@ class RunMonitor(ForgeWidget):
         self._state: dict[str, Any] = {}
         self._latest: deque[dict[str, Any]] = deque(maxlen=keep)
         self._errors: deque[dict[str, Any]] = deque(maxlen=keep)
+        self._limits: dict[str, dict[str, Any]] = {}
         self._started = time.monotonic()
         self._dirty = False
         self._last_flush = 0.0
@@ -109,6 +115,15 @@ class RunMonitor(ForgeWidget):
                         "error": f"retry {data.get('attempt', '')}",
                         "message": clip(data.get("error"), 300),
                     }
+                )
+            elif event == "concurrency":
+                # One run may reach several endpoints: show the most constrained one.
+                self._limits[str(data.get("endpoint", ""))] = data
+                tightest = min(self._limits.values(), key=lambda d: d.get("current", 0))
+                self._state["concurrency"] = int(tightest.get("current", 0))
+                self._state["concurrency_ceiling"] = int(tightest.get("ceiling", 0))
+                self._state["concurrency_decreases"] = sum(
+                    int(d.get("decreases", 0)) for d in self._limits.values()
                 )
             elif event == "end":
                 result = data.get("result")

@@ -40,6 +40,7 @@ class SamplingParams:
             "stop": list(self.stop) if self.stop is not None else None,
             "seed": self.seed,
             "n": self.n,
+            "json_schema": self.json_schema,
         }
 
     @classmethod

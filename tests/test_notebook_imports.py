@@ -40,6 +40,11 @@ def _is_module(name: str) -> bool:
         return False
 
 
+# What the root package itself provides on attribute access (`forgekit.export(...)` loads the
+# export package lazily): usable after a bare `import forgekit`.
+ROOT_EXPORTS = {f"forgekit.{name}" for name in __import__("forgekit").__all__}
+
+
 def unimported_modules(source: str) -> set[str]:
     """forgekit submodules reached as attributes (`forgekit.data.read_records`) that no
     import statement in the code loads: they only work when some other import happened to
@@ -68,7 +73,7 @@ def unimported_modules(source: str) -> set[str]:
             continue
         for i in range(1, len(chain) + 1):
             name = ".".join(["forgekit", *chain[:i]])
-            if _is_module(name) and name not in imported:
+            if _is_module(name) and name not in imported and name not in ROOT_EXPORTS:
                 missing.add(name)
     return missing
 

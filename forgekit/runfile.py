@@ -24,7 +24,7 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -52,6 +52,13 @@ class RunSection(BaseModel):
     cache_path: str | None = None
     progress: bool | None = None
     overwrite: bool | None = None
+    batch: bool | None = None  # the provider's batch API (forgekit.engine.batch_api)
+    batch_poll_s: float | None = Field(None, gt=0)
+    batch_failed: Literal["resubmit", "online"] | None = None
+    batch_max_submits: int | None = Field(None, ge=1)
+    batch_max_requests: int | None = Field(None, ge=1, le=50_000)
+    batch_max_bytes: int | None = Field(None, ge=1)
+    batch_discount: float | None = Field(None, ge=0)
 
 
 class RunFile(BaseModel):

@@ -27,6 +27,7 @@ from typing import Any
 
 from forgekit.data.records import fingerprint, jsonable, record_id
 from forgekit.engine import RunConfig, RunResult, RunStats, Task, arun, run_sync
+from forgekit.engine.batch_run import arun_batch
 from forgekit.errors import ConfigError
 from forgekit.methods.prompting import load_template
 from forgekit.methods.samplers import model_key
@@ -45,6 +46,8 @@ def call(cls: type[Method], data: Any, kwargs: dict[str, Any]):
     options = resolve(cls, kwargs)
     job = {"method": cls.name, "model": model_key(model), **identity(cls, options)}
     models = Models(model, options)
+    if config.batch:
+        models.check_batch()
     method = cls(models.resolved_options)
     method.model = models.main
     items = method.prepare(read_input(cls, data))
@@ -147,6 +150,14 @@ class Models:
                 changes[field.name] = self._resolve(value)
         self.resolved_options = replace(options, **changes) if changes else options
 
+    def check_batch(self) -> None:
+        """Batch mode: every model of the run must have a batch API — fail before anything
+        is read or sent (the embedded model has none)."""
+        from forgekit.models.openai_batch import batch_api_for
+
+        for model in [self.main, *self.pool.models()]:
+            batch_api_for(model)
+
     async def aclose(self) -> None:
         await self.pool.aclose()
 
@@ -244,7 +255,25 @@ class Run:
             stop_reason=halted.stop_reason,
             out=main[-1].out if main else None,
             errors=[e for result in self.results for e in result.errors],
+            batch=_batch_summary(self.results),
         )
+
+
+def _batch_summary(results: list[RunResult]) -> dict[str, Any] | None:
+    """Batch mode: every stage's batches, counts and problems, in one summary."""
+    stages = [r.batch for r in results if r.batch]
+    if not stages:
+        return None
+    counts: dict[str, int] = {}
+    for stage in stages:
+        for key, value in stage["counts"].items():
+            counts[key] = counts.get(key, 0) + value
+    return {
+        "ledger": stages[-1]["ledger"],
+        "batches": {k: v for stage in stages for k, v in stage["batches"].items()},
+        "counts": counts,
+        "problems": [p for stage in stages for p in stage["problems"]],
+    }
 
 
 def _left(limit: float | None, used: float) -> Any:
@@ -296,7 +325,8 @@ class Stages:
         stream = list(tasks()) if isinstance(items, Sequence) else tasks()
         config = run.stage_config(label, out)
         run.opened.add(out)
-        result = await arun(
+        start_run = arun_batch if config.batch else arun
+        result = await start_run(
             stream, model=run.models.main, out=out, config=config, limit=limit, job=run.job
         )
         run.results.append(result)

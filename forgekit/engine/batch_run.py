@@ -1,0 +1,213 @@
+"""Batch mode's run: `arun_batch`, the batch-API twin of `forgekit.engine.arun`.
+
+One `BatchEngine` per stage. It runs the tasks in rounds on the ordinary engine loop (the
+store, resume, errors, progress and events are the engine's own): a round replays every task
+still waiting; between rounds the `BatchBook` submits, polls and collects (see
+forgekit.engine.batch_api). A task's records are written exactly as online, so a method's
+parse and the store run unchanged. With `limit` (an endless task stream, e.g. Magpie), a
+round takes only as many new tasks as records are still missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Iterable
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from forgekit.data.records import fingerprint
+from forgekit.engine.batch_api import (
+    CURRENT_TASK,
+    BatchBook,
+    BatchPending,
+    ReplayGate,
+    TaskRequests,
+)
+from forgekit.engine.batch_ledger import BatchLedger
+from forgekit.engine.core import Engine, _known_length
+from forgekit.engine.progress import ProgressReporter, has_progress_default, use_progress
+from forgekit.engine.requests import StopRun
+from forgekit.engine.types import RunConfig, RunResult, Task
+from forgekit.models import Model
+from forgekit.models.openai_batch import batch_api_for
+
+
+class BatchEngine(Engine):
+    """An Engine whose requests go through provider batches, run round by round."""
+
+    def __init__(
+        self,
+        model: str | Model | None = None,
+        config: RunConfig | None = None,
+        out: str | Path | None = None,
+        job: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(model, config, out, job)
+        batch_api_for(self.model)  # the embedded model has no batch API: say so first
+        self.gate = ReplayGate(
+            self.config, self.stats, stopping=lambda: self.stopping, emit=self.emit
+        )
+        job_key = fingerprint(self.job, 16)
+        self.ledger = BatchLedger(self.out, job_key, self._secrets)
+        self.book = BatchBook(self.ledger, self.config, self.stats, self.gate, self.emit, job_key)
+        self.gate.book = self.book
+        self._opened = False
+        self._final = False
+        self._shared: ProgressReporter | None = None
+        self._waiting: set[str] = set()
+
+    # -- the Engine hooks, adapted to several rounds -------------------------------------
+    def _open(self) -> None:
+        if not self._opened:
+            super()._open()
+            self.ledger.open()
+            self._opened = True
+
+    def _progress(self, total: int | None) -> ProgressReporter:
+        if self._shared is None:
+            self._shared = super()._progress(total)
+        return self._shared
+
+    def emit(self, event: str, data: dict[str, Any]) -> None:
+        if event in ("start", "end") and not self._final:
+            return  # one start and one end for the whole stage, not one per round
+        if event == "batch" and self._shared is not None:
+            self._shared.set_postfix(batch=_progress_text(data["batches"]), refresh=True)
+        super().emit(event, data)
+
+    def _finish(self, started: float, order: list[str], progress: ProgressReporter) -> RunResult:
+        if self._final:
+            if self.output is not None:
+                self.output.extra["batch"] = self.book.summary()
+            return super()._finish(started, order, progress)
+        records = [self._records[i] for i in order if i in self._records]
+        return RunResult(records=records, stats=self.stats, status=self.status)
+
+    def _write_manifest(self, status: str) -> None:
+        if self.output is not None:
+            self.output.extra["batch"] = self.book.summary()
+        super()._write_manifest(status)
+
+    # -- rounds ------------------------------------------------------------------------------
+    async def run_batch(self, tasks: Iterable[Task], limit: int | None = None) -> RunResult:
+        started = time.monotonic()
+        self._open()
+        total = limit if limit is not None else _known_length(tasks)
+        self._progress(total)
+        self._final = True
+        self.emit("start", {"total": total, "out": str(self.out) if self.out else None})
+        self._final = False
+        iterator = iter(tasks)
+        order: list[str] = []
+        pending: list[Task] = []
+        exhausted = False
+        try:
+            while True:
+                new: list[Task] = []
+                if not exhausted:
+                    if limit is None:
+                        new, exhausted = list(iterator), True
+                    else:
+                        room = limit - self.stats.ok - self.stats.skipped - len(pending)
+                        new = list(islice(iterator, max(0, room)))
+                        exhausted = len(new) < room
+                order.extend(task.id for task in new)
+                this_round = pending + new
+                if not this_round:
+                    break
+                self._waiting = set()
+                try:
+                    await Engine.run(self, [self._wrap(task) for task in this_round])
+                except Exception as exc:
+                    if exc is not self.fatal:
+                        raise
+                if self.status != "running":
+                    break
+                pending = [task for task in this_round if task.id in self._waiting]
+                if pending:
+                    await self.book.settle(lambda: self.stopping)
+                elif exhausted or limit is None or self.stats.ok + self.stats.skipped >= limit:
+                    break
+        except StopRun:
+            pass  # cancelled while batches ran: they stay recorded, a re-run collects them
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                self.status, self.stop_reason = "cancelled", "interrupted"
+            elif self.status == "running":
+                self.status, self.stop_reason = "failed", f"{type(exc).__name__}: {exc}"
+            self._close(started, order)
+            raise
+        result = self._close(started, order)
+        if self.fatal is not None:
+            raise self.fatal
+        if self.book.problems:
+            print(
+                f"forgekit: batch run had {len(self.book.problems)} problem(s); see "
+                f"df.attrs['forgekit']['batch']['problems'] and {self.ledger.path}",
+                file=sys.stderr,
+            )
+        return result
+
+    def _close(self, started: float, order: list[str]) -> RunResult:
+        self._final = True
+        progress = self._shared or self._progress(None)
+        try:
+            result = Engine._finish(self, started, order, progress)
+        finally:
+            self.ledger.close()
+        result.batch = self.book.summary()
+        return result
+
+    def _wrap(self, task: Task) -> Task:
+        """The task, run with its own request log; set aside when a request must wait."""
+
+        async def run(ctx: Any) -> dict[str, Any] | None:
+            requests = TaskRequests(task.id)
+            token = CURRENT_TASK.set(requests)
+            try:
+                result = await task.fn(ctx)
+            except BatchPending:
+                self._waiting.add(task.id)
+                raise StopRun() from None
+            finally:
+                CURRENT_TASK.reset(token)
+            if requests.pending:  # a BatchPending the method caught (gather return_exceptions)
+                self._waiting.add(task.id)
+                raise StopRun()
+            return result
+
+        return Task(id=task.id, fn=run, info=task.info)
+
+
+def _progress_text(overview: dict[str, Any]) -> str:
+    states = ", ".join(f"{n} {s}" for s, n in sorted(overview["by_status"].items()))
+    return f"{overview['completed']}/{overview['total']} done ({states})"
+
+
+async def arun_batch(
+    tasks: Iterable[Task],
+    *,
+    model: str | Model | None = None,
+    out: str | Path | None = None,
+    config: RunConfig | None = None,
+    limit: int | None = None,
+    job: dict[str, Any] | None = None,
+) -> RunResult:
+    """Run `tasks` through the provider's batch API (same arguments and result as `arun`)."""
+    from forgekit.engine.bridge import environment_progress
+
+    async def go() -> RunResult:
+        engine = BatchEngine(model, config, out, job)
+        try:
+            return await engine.run_batch(tasks, limit=limit)
+        finally:
+            await engine.book.aclose()
+            await engine.aclose()
+
+    if has_progress_default():
+        return await go()
+    with use_progress(environment_progress):
+        return await go()

@@ -308,6 +308,14 @@ class BatchState:
         self.submissions: Counter[str] = Counter()  # custom_id -> times submitted
         self.expired = self.corrupted = 0
         self.next_id = 0
+        self.generation = 0
+
+    def new_scenario(self, generation: int) -> None:
+        """A /_config or /_reset starts the fault plan afresh (files and batches stay)."""
+        if generation != self.generation:
+            self.generation = generation
+            self.submissions.clear()
+            self.expired = self.corrupted = 0
 
     def new_id(self, prefix: str) -> str:
         self.next_id += 1
@@ -357,6 +365,7 @@ def parse_multipart(body: bytes) -> dict[str, tuple[str | None, bytes]]:
 
 def route_batch_api(stub: Stub, method: str, path: str, body: bytes) -> bytes:
     state = batch_state(stub)
+    state.new_scenario(stub.generation)
     parts = path.strip("/").split("/")
     if path == "/_batch_config" and method == "POST":  # change batch knobs, keep counters
         stub.config.update(json.loads(body or b"{}"))

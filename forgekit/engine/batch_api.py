@@ -301,7 +301,7 @@ class BatchBook:
         api = self.apis[entry["model"]]
         expected = set(entry["custom_ids"])
         seen: set[str] = set()
-        answered = errors = 0
+        answered = errors = unreadable = 0
         for which in ("output", "error"):
             file_id = getattr(batch, f"{which}_file_id", None)
             if not file_id:
@@ -314,6 +314,7 @@ class BatchBook:
                     line = json.loads(raw)
                     item = api.parse_line(entry["kind"], line)
                 except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+                    unreadable += 1
                     self._problem(
                         f"batch {bid}: {which} file {file_id}, line {lineno}: not a valid result "
                         f"line ({exc}); the other lines are kept, its request is sent again"
@@ -339,7 +340,9 @@ class BatchBook:
         if missing:
             self._problem(
                 f"batch {bid} ({batch.status}): {len(missing)} of {len(expected)} requests came "
-                f"back in neither the output nor the error file; they are sent again"
+                f"back in neither the output nor the error file"
+                + (f" ({unreadable} result line(s) unreadable)" if unreadable else "")
+                + "; they are sent again"
             )
         self._reconcile(bid, batch, len(expected), answered, errors)
         if batch.status != "completed":

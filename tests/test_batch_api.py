@@ -252,7 +252,7 @@ def test_cli_batch(stub, model, tmp_path):
     argv = ["generate", "--input", str(data), "--user", "Answer: {{ q }}", "--model", model]
     argv += ["--out", str(out), "--batch", "--batch-poll", "0.01", "--no-progress"]
     assert cli_main(argv) == 0
-    assert [r["output"] for r in read_jsonl(out)][0] == "echo: Answer: question 0"
+    assert read_jsonl(out)[0]["output"] == "echo: Answer: question 0"
     assert stub.stats()["batch_creates"] == 1 and stub.stats().get("requests", 0) == 0
 
 

@@ -284,3 +284,51 @@ def test_run_file_batch_key(stub, model, tmp_path):
     df = run_file(spec)
     assert df.attrs["forgekit"]["stats"]["ok"] == len(QUESTIONS)
     assert stub.stats()["batch_creates"] == 1
+
+
+def test_run_monitor_shows_batch_state(stub, model):
+    from forgekit.jupyter.widgets import RunMonitor
+
+    stub.configure(batch_polls=3)
+    monitor = RunMonitor("batch")
+    seen: list[str] = []
+
+    def record(event: str, data: dict) -> None:
+        if event == "batch":
+            seen.append(data["batch"]["status"])
+
+    run_generate(model, on_event=[monitor.handle_event, record], **FAST)
+    monitor.flush(force=True)
+    # The states the provider went through, as the monitor was told them.
+    assert seen[0] == "validating" and seen[-1] == "completed"
+    assert "in_progress" in seen and "finalizing" in seen
+    assert monitor.batch == {
+        "batches": 1,
+        "by_status": {"completed": 1},
+        "completed": len(QUESTIONS),
+        "failed": 0,
+        "total": len(QUESTIONS),
+    }
+    assert monitor.status == "completed" and monitor.ok == len(QUESTIONS)
+
+
+def test_text_progress_shows_batch_state(stub, model):
+    stub.configure(batch_polls=3)
+    postfixes: list[str] = []
+
+    class Recorder:
+        def update(self, n: int = 1) -> None:
+            pass
+
+        def set_postfix(self, refresh: bool = True, **counters) -> None:
+            if "batch" in counters:
+                postfixes.append(counters["batch"])
+
+        def close(self) -> None:
+            pass
+
+    options = {**FAST, "progress": True}
+    run_generate(model, progress_factory=lambda total, description: Recorder(), **options)
+    assert postfixes[0] == "0/6 done (1 validating)"
+    assert "0/6 done (1 in_progress)" in postfixes
+    assert postfixes[-1] == "6/6 done (1 completed)"

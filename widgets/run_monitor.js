@@ -59,9 +59,10 @@ function render({ model, el: root }) {
   }
 
   const reason = el("div", "fk-rm-reason");
+  const batchLine = el("div", "fk-rm-batch");
   const latestBox = el("div", "fk-rm-latest");
   const errorBox = el("div", "fk-rm-errors");
-  root.append(head, barOuter, progressText, stats, reason, latestBox, errorBox);
+  root.append(head, barOuter, progressText, stats, batchLine, reason, latestBox, errorBox);
 
   cancel.addEventListener("click", () => {
     cancel.disabled = true;
@@ -108,6 +109,15 @@ function render({ model, el: root }) {
     cells.failed.textContent = fmtInt(model.get("failed"));
     cells.filtered.textContent = fmtInt(model.get("filtered"));
     cells.failed.parentElement.classList.toggle("fk-rm-bad", model.get("failed") > 0);
+
+    // Batch mode: provider batches by state (validating, in_progress, finalizing, ...).
+    const batch = model.get("batch") || {};
+    const states = Object.entries(batch.by_status || {}).map(([s, n]) => `${n} ${s}`);
+    batchLine.textContent = batch.batches
+      ? `batches: ${states.join(", ")} · ${fmtInt(batch.completed)} / ${fmtInt(batch.total)} requests answered` +
+        (batch.failed ? ` · ${fmtInt(batch.failed)} failed` : "")
+      : "";
+    batchLine.hidden = !batch.batches;
 
     reason.textContent = model.get("stop_reason") || "";
     reason.hidden = !model.get("stop_reason");

@@ -45,6 +45,8 @@ class RunMonitor(ForgeWidget):
     out = traitlets.Unicode("").tag(sync=True)
     latest = traitlets.List([]).tag(sync=True)
     errors = traitlets.List([]).tag(sync=True)
+    # Batch mode: batches by status and item counts (forgekit.engine.batch_api overview).
+    batch = traitlets.Dict({}).tag(sync=True)
     # Set by the front end (the Cancel button) or from Python; both stop the run.
     cancel_requested = traitlets.Bool(False).tag(sync=True)
     # Set by the front end once it has drawn the widget: a live front end is attached.
@@ -110,6 +112,8 @@ class RunMonitor(ForgeWidget):
                         "message": clip(data.get("error"), 300),
                     }
                 )
+            elif event == "batch":
+                self._state["batch"] = dict(data.get("batches") or {})
             elif event == "end":
                 result = data.get("result")
                 self.result = result

@@ -191,4 +191,6 @@ def run_command(cls: type[Method], args: argparse.Namespace, ctx: Any) -> Any:
     if cls.inputs == "paths":
         data = args.paths
     run = {"model": args.model, "out": args.out, "config": run_config_from_args(args, ctx)}
+    if getattr(args, "dry_run", False):
+        run["estimate"] = True
     return call(cls, data, {**kwargs, **run})

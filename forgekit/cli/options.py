@@ -64,6 +64,12 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "--cache-path", default=None, help=f"response cache file (default {default_cache_path()})"
     )
     group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    group.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="send nothing: show the requests, prompt and completion tokens and the cost "
+        "range (online and batch price) each stage would need",
+    )
     add_batch_options(parser)
 
 

@@ -42,9 +42,17 @@ def call(cls: type[Method], data: Any, kwargs: dict[str, Any]):
     """Run method `cls` on `data` with `kwargs` (options + run options); a DataFrame."""
     kwargs = dict(kwargs)
     model, out = kwargs.pop("model", None), kwargs.pop("out", None)
+    estimate = kwargs.pop("estimate", False)
     config = run_config(cls.name, kwargs)
     options = resolve(cls, kwargs)
     job = {"method": cls.name, "model": model_key(model), **identity(cls, options)}
+    if estimate:  # a dry run: nothing is sent (forgekit.methods.estimate)
+        from forgekit.methods.estimate import estimate_call
+
+        return estimate_call(cls, data, model, options, config, job)
+    from forgekit.methods.estimate import warn_if_over_budget
+
+    warn_if_over_budget(cls, data, model, options, config, job)  # only with a budget cap
     models = Models(model, options)
     if config.batch:
         models.check_batch()
@@ -73,7 +81,7 @@ def resolve(cls: type[Method], given: dict[str, Any]) -> Any:
     if unknown:
         raise TypeError(
             f"{cls.name}() got unexpected option(s): {', '.join(unknown)} "
-            f"(options: {', '.join(declared)}; run options: model, out, config, "
+            f"(options: {', '.join(declared)}; run options: model, out, config, estimate, "
             f"{', '.join(RUN_OPTIONS)})"
         )
     values: dict[str, Any] = {}
@@ -221,6 +229,10 @@ class Run:
             await self.models.aclose()
         return self.combined()
 
+    def engine_entry(self, config: RunConfig) -> Any:
+        """What runs a stage: the engine, online or through the provider's batch API."""
+        return arun_batch if config.batch else arun
+
     def spent(self) -> RunStats:
         return RunStats.total(self.results)
 
@@ -325,7 +337,7 @@ class Stages:
         stream = list(tasks()) if isinstance(items, Sequence) else tasks()
         config = run.stage_config(label, out)
         run.opened.add(out)
-        start_run = arun_batch if config.batch else arun
+        start_run = run.engine_entry(config)
         result = await start_run(
             stream, model=run.models.main, out=out, config=config, limit=limit, job=run.job
         )

@@ -182,7 +182,7 @@ class DryModel:
         prompt = self.recorder.note(self.real, kind, payload, params)
         texts = [self.recorder.reply(kind, payload, params) for _ in range(params.n)]
         usage = Usage(prompt, (params.max_tokens or 256) * params.n)
-        return Completion(texts=texts, usage=usage, finish_reason="length", model=self.identity)
+        return Completion(texts=texts, usage=usage, finish_reason="stop", model=self.identity)
 
     async def aclose(self) -> None:
         return None

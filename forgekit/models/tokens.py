@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,18 @@ EXACT = "exact: the model's own tokenizer and chat template (GGUF, vocab only)"
 
 _VOCABS: dict[str, Any] = {}
 _LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Free the vocabularies before interpreter teardown (llama.cpp's own finalizer, run
+    during teardown, calls into half-unloaded modules)."""
+    while _VOCABS:
+        _, llama = _VOCABS.popitem()
+        try:
+            llama.close()
+        except Exception:
+            pass
 
 
 def heuristic_tokens(text: str) -> int:

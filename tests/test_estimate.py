@@ -10,8 +10,8 @@ import pytest
 
 from forgekit.cli import main as cli_main
 from forgekit.methods import evol, generate
-from forgekit.methods.registry import methods
 from forgekit.methods.estimate import Estimate
+from forgekit.methods.registry import methods
 from forgekit.models.tokens import heuristic_tokens
 from tests.conftest import write_profile
 

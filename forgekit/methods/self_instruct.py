@@ -40,13 +40,64 @@ LANGUAGES = ("en", "zh")
 # The bundled seed tasks and the prompts (per language, exactly as the model sees them).
 _DATA = resources.files("forgekit.methods") / "seeds"
 # Words for a dry run's stand-in tasks: plain, none of them a filtered keyword.
-_DRY_WORDS = (
-    "explain compare summarize describe suggest outline list rank classify translate rewrite "
-    "evaluate river garden market engine planet recipe budget schedule letter poem story "
-    "argument theory habit climate forest ocean mountain village museum language history "
-    "science kitchen bridge harbor winter summer morning evening careful brief formal "
-    "friendly simple detailed ancient modern local global quiet rapid three several"
-).split()
+_DRY_WORDS = [
+    "explain",
+    "compare",
+    "summarize",
+    "describe",
+    "suggest",
+    "outline",
+    "list",
+    "rank",
+    "classify",
+    "translate",
+    "rewrite",
+    "evaluate",
+    "river",
+    "garden",
+    "market",
+    "engine",
+    "planet",
+    "recipe",
+    "budget",
+    "schedule",
+    "letter",
+    "poem",
+    "story",
+    "argument",
+    "theory",
+    "habit",
+    "climate",
+    "forest",
+    "ocean",
+    "mountain",
+    "village",
+    "museum",
+    "language",
+    "history",
+    "science",
+    "kitchen",
+    "bridge",
+    "harbor",
+    "winter",
+    "summer",
+    "morning",
+    "evening",
+    "careful",
+    "brief",
+    "formal",
+    "friendly",
+    "simple",
+    "detailed",
+    "ancient",
+    "modern",
+    "local",
+    "global",
+    "quiet",
+    "rapid",
+    "three",
+    "several",
+]
 
 _INSTANCE_LABELS = {
     "input": ("Input", "输入"),

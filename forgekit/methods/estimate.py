@@ -17,6 +17,7 @@ estimate is a warning — before the run starts, also for a real run with a cap.
 
 from __future__ import annotations
 
+import random
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -28,6 +29,24 @@ from forgekit.models.openai_batch import batch_unit_prices
 from forgekit.models.tokens import token_counter
 
 _FILLER = "a plain stand-in answer used to count tokens in a dry run "  # 58 chars ~ 14 tokens
+
+
+# Plain words for stand-in tasks (none of them a word a method filters out).
+_WORDS = (
+    "explain compare summarize describe suggest outline list rank classify translate rewrite "
+    "evaluate river garden market engine planet recipe budget schedule letter poem story "
+    "argument theory habit climate forest ocean mountain village museum language history "
+    "science kitchen bridge harbor winter summer morning evening careful brief formal "
+    "friendly simple detailed ancient modern local global quiet rapid three several"
+)
+_stand_ins = random.Random(0)
+
+
+def stand_in_tasks(count: int) -> list[str]:
+    """`count` distinct plausible task sentences (for a method's `dry_reply`): random
+    9-word draws, so a similarity filter keeps them apart like real, varied tasks."""
+    words = _WORDS.split()
+    return [" ".join(_stand_ins.sample(words, 9)).capitalize() + "." for _ in range(count)]
 
 
 @dataclass

@@ -39,66 +39,6 @@ from forgekit.models import SamplingParams
 LANGUAGES = ("en", "zh")
 # The bundled seed tasks and the prompts (per language, exactly as the model sees them).
 _DATA = resources.files("forgekit.methods") / "seeds"
-# Words for a dry run's stand-in tasks: plain, none of them a filtered keyword.
-_DRY_WORDS = [
-    "explain",
-    "compare",
-    "summarize",
-    "describe",
-    "suggest",
-    "outline",
-    "list",
-    "rank",
-    "classify",
-    "translate",
-    "rewrite",
-    "evaluate",
-    "river",
-    "garden",
-    "market",
-    "engine",
-    "planet",
-    "recipe",
-    "budget",
-    "schedule",
-    "letter",
-    "poem",
-    "story",
-    "argument",
-    "theory",
-    "habit",
-    "climate",
-    "forest",
-    "ocean",
-    "mountain",
-    "village",
-    "museum",
-    "language",
-    "history",
-    "science",
-    "kitchen",
-    "bridge",
-    "harbor",
-    "winter",
-    "summer",
-    "morning",
-    "evening",
-    "careful",
-    "brief",
-    "formal",
-    "friendly",
-    "simple",
-    "detailed",
-    "ancient",
-    "modern",
-    "local",
-    "global",
-    "quiet",
-    "rapid",
-    "three",
-    "several",
-]
-
 _INSTANCE_LABELS = {
     "input": ("Input", "输入"),
     "output": ("Output", "输出", "Answer", "答案"),
@@ -415,11 +355,9 @@ class SelfInstruct(Method):
     def dry_reply(self, kind: str, payload: Any, params: SamplingParams) -> str:
         """A dry run's stand-in answer (forgekit.methods.estimate) that parses as a list of
         distinct new tasks and as an instance, so both stages are estimated."""
-        rng = random.Random(len(self.kept) * 7919 + self.prompts + id(payload))
-        tasks = [
-            " ".join(rng.sample(_DRY_WORDS, 9)).capitalize() + "."
-            for _ in range(self.options.num_tasks)
-        ]
+        from forgekit.methods.estimate import stand_in_tasks
+
+        tasks = stand_in_tasks(self.options.num_tasks)
         listing = "\n".join(f"{i}. {task}" for i, task in enumerate(tasks, 1))
         return f"{listing}\n\nInput: none\nOutput: {tasks[0]}\nClass label: {tasks[-1]}"
 

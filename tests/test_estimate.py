@@ -9,8 +9,8 @@ import warnings
 import pytest
 
 from forgekit.cli import main as cli_main
+from forgekit.engine.estimate import Estimate
 from forgekit.methods import evol, generate
-from forgekit.methods.estimate import Estimate
 from forgekit.methods.registry import methods
 from forgekit.models.tokens import heuristic_tokens
 from tests.conftest import write_profile

@@ -305,7 +305,9 @@ def test_modules_stay_small():
     sizes = {m: len(p.read_text().splitlines()) for m, p in _modules().items()}
     assert {module: n for module, n in sizes.items() if n > 500} == {}
     methods = sum(n for module, n in sizes.items() if module.startswith("forgekit.methods"))
-    assert methods <= 3800
+    # 3800 before batch mode and dry runs; their machinery lives in forgekit.engine, the
+    # methods side is the runner's hooks (dry_run, batch checks) and self_instruct.dry_reply.
+    assert methods <= 3850
 
 
 def test_the_manifest_lists_the_models_the_runner_resolved(tmp_path):

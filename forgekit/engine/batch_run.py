@@ -211,3 +211,26 @@ async def arun_batch(
         return await go()
     with use_progress(environment_progress):
         return await go()
+
+
+def check_batch_models(models: Iterable[Model]) -> None:
+    """Batch mode: every model of a run needs a batch API (the embedded model has none)."""
+    for model in models:
+        batch_api_for(model)
+
+
+def merge_batch_summaries(results: Iterable[RunResult]) -> dict[str, Any] | None:
+    """Batch mode: every stage's batches, counts and problems, in one summary."""
+    stages = [r.batch for r in results if r.batch]
+    if not stages:
+        return None
+    counts: dict[str, int] = {}
+    for stage in stages:
+        for key, value in stage["counts"].items():
+            counts[key] = counts.get(key, 0) + value
+    return {
+        "ledger": stages[-1]["ledger"],
+        "batches": {k: v for stage in stages for k, v in stage["batches"].items()},
+        "counts": counts,
+        "problems": [p for stage in stages for p in stage["problems"]],
+    }

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 _METHODS: dict[str, type[Method]] = {}
 # Modules of this package that hold the machinery, not methods.
-_MACHINERY = {"spec", "runner", "registry", "parsing", "prompting", "estimate"}
+_MACHINERY = {"spec", "runner", "registry", "parsing", "prompting"}
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -104,7 +104,6 @@ def signature(cls: type[Method]) -> inspect.Signature:
     params.sort(key=lambda p: p.kind)  # a positional option goes first
     for name in ("model", "out", "config"):
         params.append(P(name, P.KEYWORD_ONLY, default=None))
-    params.append(P("estimate", P.KEYWORD_ONLY, default=False))
     params.append(P("run_options", P.VAR_KEYWORD))
     return inspect.Signature(params)
 
@@ -121,7 +120,6 @@ def _docstring(cls: type[Method]) -> str:
     lines += [
         "",
         "Run options: model (a profile name or a Model), out (a JSONL file a re-run resumes),",
-        "config (a RunConfig) or any of its fields as keywords (concurrency, rpm, max_cost,",
-        "batch, ...); estimate=True: a dry run that sends nothing and returns an Estimate.",
+        "config (a RunConfig) or any of its fields as keywords (concurrency, rpm, max_cost, ...).",
     ]
     return "\n".join(lines)

@@ -27,7 +27,8 @@ from typing import Any
 
 from forgekit.data.records import fingerprint, jsonable, record_id
 from forgekit.engine import RunConfig, RunResult, RunStats, Task, arun, run_sync
-from forgekit.engine.batch_run import arun_batch
+from forgekit.engine.batch_run import arun_batch, check_batch_models, merge_batch_summaries
+from forgekit.engine.estimate import Estimate, Recorder, dry_config
 from forgekit.errors import ConfigError
 from forgekit.methods.prompting import load_template
 from forgekit.methods.samplers import model_key
@@ -46,22 +47,44 @@ def call(cls: type[Method], data: Any, kwargs: dict[str, Any]):
     config = run_config(cls.name, kwargs)
     options = resolve(cls, kwargs)
     job = {"method": cls.name, "model": model_key(model), **identity(cls, options)}
-    if estimate:  # a dry run: nothing is sent (forgekit.methods.estimate)
-        from forgekit.methods.estimate import estimate_call
-
-        return estimate_call(cls, data, model, options, config, job)
-    from forgekit.methods.estimate import warn_if_over_budget
-
-    warn_if_over_budget(cls, data, model, options, config, job)  # only with a budget cap
+    if estimate:
+        found = dry_run(cls, data, model, options, config, job)
+        found.warn()
+        return found
+    if {config.max_requests, config.max_total_tokens, config.max_cost} != {None}:
+        try:  # a cap below the estimate warns before the run; the estimate never stops it
+            found = dry_run(cls, data, model, options, config, job)
+        except Exception:
+            found = None
+        if found is not None:
+            found.warn(" (estimated before the run)")
     models = Models(model, options)
-    if config.batch:
-        models.check_batch()
+    if config.batch:  # every model needs a batch API: fail before anything is sent
+        check_batch_models([models.main, *models.pool.models()])
     method = cls(models.resolved_options)
     method.model = models.main
     items = method.prepare(read_input(cls, data))
     run = Run(method, models, out, config, job)
     result = run_sync(lambda: run.execute(items))
     return result.to_dataframe(method=cls.name, **method.summary(result.records))
+
+
+def dry_run(
+    cls: type[Method],
+    data: Any,
+    model: Any,
+    options: Any,
+    config: RunConfig,
+    job: dict[str, Any],
+) -> Estimate:
+    """estimate=True: the method runs with models that send nothing (forgekit.engine.estimate)."""
+    models = Models(model, options)
+    method = cls(models.resolved_options)
+    method.model = models.main
+    recorder = Recorder(config, getattr(method, "dry_reply", None))
+    run = Run(method, models, None, dry_config(config), job, entry=recorder.entry)
+    run_sync(lambda: run.execute(method.prepare(read_input(cls, data))))
+    return recorder.finish(cls.name)
 
 
 # -- options -------------------------------------------------------------------------------
@@ -158,14 +181,6 @@ class Models:
                 changes[field.name] = self._resolve(value)
         self.resolved_options = replace(options, **changes) if changes else options
 
-    def check_batch(self) -> None:
-        """Batch mode: every model of the run must have a batch API — fail before anything
-        is read or sent (the embedded model has none)."""
-        from forgekit.models.openai_batch import batch_api_for
-
-        for model in [self.main, *self.pool.models()]:
-            batch_api_for(model)
-
     async def aclose(self) -> None:
         await self.pool.aclose()
 
@@ -210,8 +225,15 @@ class Run:
     """One call's stages on one event loop; `Stages` is the face a method sees."""
 
     def __init__(
-        self, method: Method, models: Models, out: Any, config: RunConfig, job: dict[str, Any]
+        self,
+        method: Method,
+        models: Models,
+        out: Any,
+        config: RunConfig,
+        job: dict[str, Any],
+        entry: Any = None,
     ) -> None:
+        self.entry = entry  # what runs a stage (default: arun, or arun_batch in batch mode)
         self.method = method
         self.models = models
         self.out = out
@@ -228,10 +250,6 @@ class Run:
         finally:
             await self.models.aclose()
         return self.combined()
-
-    def engine_entry(self, config: RunConfig) -> Any:
-        """What runs a stage: the engine, online or through the provider's batch API."""
-        return arun_batch if config.batch else arun
 
     def spent(self) -> RunStats:
         return RunStats.total(self.results)
@@ -267,25 +285,8 @@ class Run:
             stop_reason=halted.stop_reason,
             out=main[-1].out if main else None,
             errors=[e for result in self.results for e in result.errors],
-            batch=_batch_summary(self.results),
+            batch=merge_batch_summaries(self.results),
         )
-
-
-def _batch_summary(results: list[RunResult]) -> dict[str, Any] | None:
-    """Batch mode: every stage's batches, counts and problems, in one summary."""
-    stages = [r.batch for r in results if r.batch]
-    if not stages:
-        return None
-    counts: dict[str, int] = {}
-    for stage in stages:
-        for key, value in stage["counts"].items():
-            counts[key] = counts.get(key, 0) + value
-    return {
-        "ledger": stages[-1]["ledger"],
-        "batches": {k: v for stage in stages for k, v in stage["batches"].items()},
-        "counts": counts,
-        "problems": [p for stage in stages for p in stage["problems"]],
-    }
 
 
 def _left(limit: float | None, used: float) -> Any:
@@ -337,7 +338,7 @@ class Stages:
         stream = list(tasks()) if isinstance(items, Sequence) else tasks()
         config = run.stage_config(label, out)
         run.opened.add(out)
-        start_run = run.engine_entry(config)
+        start_run = run.entry or (arun_batch if config.batch else arun)
         result = await start_run(
             stream, model=run.models.main, out=out, config=config, limit=limit, job=run.job
         )

@@ -355,7 +355,7 @@ class SelfInstruct(Method):
     def dry_reply(self, kind: str, payload: Any, params: SamplingParams) -> str:
         """A dry run's stand-in answer (forgekit.methods.estimate) that parses as a list of
         distinct new tasks and as an instance, so both stages are estimated."""
-        from forgekit.methods.estimate import stand_in_tasks
+        from forgekit.engine.estimate import stand_in_tasks
 
         tasks = stand_in_tasks(self.options.num_tasks)
         listing = "\n".join(f"{i}. {task}" for i, task in enumerate(tasks, 1))

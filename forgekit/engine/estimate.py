@@ -1,14 +1,15 @@
 """Know the cost before spending it: `estimate=True` / `--dry-run` on every method.
 
-The method runs for real — its prepare, its stages and rounds, its parse and filters — but
-every model is a `DryModel` that sends nothing: it counts the request's prompt tokens
-(forgekit.models.tokens: exact for the embedded model, a documented estimate otherwise) and
-answers with a stand-in reply as long as `max_tokens` allows. So each stage is estimated from
-its bounds: the requests it makes when every answer is kept (evol: rounds x items x
-rewrite/answer/judge), completion tokens at most `max_tokens` x n per request, and prompts
-that quote an earlier answer counted as if that answer were `max_tokens` long. A method can
-give parsable stand-ins with `dry_reply(kind, payload, params)` (self_instruct: a numbered
-list of distinct tasks), so stages after a parse are estimated too.
+The runner (forgekit.methods.runner.dry_run) runs the method for real — its prepare, its
+stages and rounds, its parse and filters — but every model is a `DryModel` that sends
+nothing: it counts the request's prompt tokens (forgekit.models.tokens: exact for the
+embedded model, a documented estimate otherwise) and answers with a stand-in reply as long
+as `max_tokens` allows. So each stage is estimated from its bounds: the requests it makes
+when every answer is kept (evol: rounds x items x rewrite/answer/judge), completion tokens
+at most `max_tokens` x n per request, and prompts that quote an earlier answer counted as
+if that answer were `max_tokens` long. A method can give parsable stand-ins with
+`dry_reply(kind, payload, params)` (self_instruct: a numbered list of distinct tasks), so
+stages after a parse are estimated too.
 
 Costs use the models' configured prices: online, and the batch price (the profile's
 `batch_price`, else half). A budget cap (max_requests, max_total_tokens, max_cost) below the
@@ -22,7 +23,8 @@ import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from forgekit.engine import Engine, RunConfig
+from forgekit.engine.core import Engine
+from forgekit.engine.types import RunConfig
 from forgekit.models import Model, SamplingParams
 from forgekit.models.base import Completion, Message, Usage
 from forgekit.models.openai_batch import batch_unit_prices
@@ -78,6 +80,11 @@ class Estimate:
     def requests(self) -> int:
         return self.total("requests")
 
+    def warn(self, note: str = "") -> None:
+        """Each budget cap below the estimate, as a Python warning."""
+        for message in self.warnings:
+            warnings.warn(f"forgekit: {message}{note}", stacklevel=4)
+
     def to_dataframe(self):
         import pandas as pd
 
@@ -122,13 +129,32 @@ def _range(low: float, high: float) -> str:
     return f"{low:.4f}-{high:.4f}"
 
 
-class Recorder:
-    """Every request a dry run made, by stage and model."""
+def dry_config(config: RunConfig) -> RunConfig:
+    """A run's config for its dry run: no cache, no display, no caps, nothing to stop it."""
+    return replace(
+        config,
+        cache=False,
+        progress=False,
+        batch=False,
+        overwrite=False,
+        max_requests=None,
+        max_total_tokens=None,
+        max_cost=None,
+        rpm=None,
+        tpm=None,
+        on_event=[],
+        cancel_event=None,
+    )
 
-    def __init__(self, method: Any, config: RunConfig) -> None:
-        self.method = method
+
+class Recorder:
+    """Every request a dry run made, by stage and model. `entry` runs a stage (what
+    `forgekit.engine.arun` does for a real one) on a `DryEngine`; `finish` sums it up."""
+
+    def __init__(self, config: RunConfig, reply: Any = None) -> None:
         self.config = config
-        self.stage = method.name
+        self.custom_reply = reply  # a method's `dry_reply(kind, payload, params)`, if any
+        self.stage = ""
         self.stages: dict[tuple[str, str], StageEstimate] = {}
         self.counters: dict[str, tuple[Any, str]] = {}
         self.wrapped: dict[int, DryModel] = {}
@@ -140,6 +166,21 @@ class Recorder:
         if id(model) not in self.wrapped:
             self.wrapped[id(model)] = DryModel(model, self)
         return self.wrapped[id(model)]
+
+    async def entry(self, tasks: Any, *, model: Any, out: Any, config: RunConfig, **kw: Any):
+        """Run one stage of the dry run (the runner's stage label is its description)."""
+        self.stage = config.description or ""
+        engine = DryEngine(self, model, config, kw.get("job"))
+        try:
+            return await engine.run(tasks, limit=kw.get("limit"))
+        finally:
+            await engine.aclose()
+
+    def finish(self, method: str) -> Estimate:
+        """The Estimate, with a warning for every budget cap below it (see `Estimate.warn`)."""
+        estimate = Estimate(method, list(self.stages.values()))
+        estimate.warnings = budget_warnings(estimate, self.config)
+        return estimate
 
     def note(self, model: Model, kind: str, payload: Any, params: SamplingParams) -> int:
         if model.identity not in self.counters:
@@ -164,7 +205,7 @@ class Recorder:
 
     def reply(self, kind: str, payload: Any, params: SamplingParams) -> str:
         self.replies += 1
-        custom = getattr(self.method, "dry_reply", None)
+        custom = self.custom_reply
         text = custom(kind, payload, params) if custom is not None else None
         if text is not None:
             return text
@@ -218,55 +259,6 @@ class DryEngine(Engine):
         return self.recorder.wrap(super().resolve_model(model))
 
 
-def estimate_call(cls: Any, data: Any, model: Any, options: Any, config: RunConfig, job: dict):
-    """The Estimate of `cls` on `data` (what `forgekit.methods.<name>(estimate=True)` does)."""
-    from forgekit.engine import run_sync
-    from forgekit.methods.runner import Models, Run, read_input
-
-    models = Models(model, options)
-    method = cls(models.resolved_options)
-    method.model = models.main
-    items = method.prepare(read_input(cls, data))
-    dry = replace(
-        config,
-        cache=False,
-        progress=False,
-        batch=False,
-        overwrite=False,
-        max_requests=None,
-        max_total_tokens=None,
-        max_cost=None,
-        rpm=None,
-        tpm=None,
-        on_event=[],
-        cancel_event=None,
-    )
-    recorder = Recorder(method, config)
-
-    class DryRun(Run):
-        def stage_config(self, label: str | None, out: Any) -> RunConfig:
-            recorder.stage = label or cls.name
-            return super().stage_config(label, None)
-
-        def engine_entry(self, config: RunConfig) -> Any:
-            async def run(tasks: Any, *, model: Any, out: Any, config: RunConfig, **kw: Any):
-                engine = DryEngine(recorder, model, config, kw.get("job"))
-                try:
-                    return await engine.run(tasks, limit=kw.get("limit"))
-                finally:
-                    await engine.aclose()
-
-            return run
-
-    run = DryRun(method, models, None, dry, job)
-    run_sync(lambda: run.execute(items))
-    estimate = Estimate(cls.name, list(recorder.stages.values()))
-    estimate.warnings = budget_warnings(estimate, config)
-    for message in estimate.warnings:
-        warnings.warn(f"forgekit: {message}", stacklevel=3)
-    return estimate
-
-
 def budget_warnings(estimate: Estimate, config: RunConfig) -> list[str]:
     """A cap below what the run may need, each said once, in words."""
     found = []
@@ -288,17 +280,3 @@ def budget_warnings(estimate: Estimate, config: RunConfig) -> list[str]:
             f"{' at the batch price' if config.batch else ''}: it may stop early"
         )
     return found
-
-
-def warn_if_over_budget(cls: Any, data: Any, model: Any, options: Any, config: RunConfig, job):
-    """Before a real run with a budget cap: estimate it, warn if the cap is below."""
-    if config.max_requests is None and config.max_total_tokens is None and config.max_cost is None:
-        return
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            estimate = estimate_call(cls, data, model, options, config, job)
-    except Exception:  # an estimate must never stop a run; the run reports its own errors
-        return
-    for message in estimate.warnings:
-        warnings.warn(f"forgekit: {message} (estimated before the run)", stacklevel=3)

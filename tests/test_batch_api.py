@@ -332,3 +332,54 @@ def test_text_progress_shows_batch_state(stub, model):
     assert postfixes[0] == "0/6 done (1 validating)"
     assert "0/6 done (1 in_progress)" in postfixes
     assert postfixes[-1] == "6/6 done (1 completed)"
+
+
+def test_magpie_in_batch_mode_completion_endpoint_then_chat(stub, model):
+    from forgekit.methods import magpie
+
+    questions = [f"Distinct question number {i} about rivers?" for i in range(50)]
+    stub.configure(rules=[{"match": r"user\n$", "contents": questions}])
+    df = magpie(4, model=model, template="chatml", min_words=1, **FAST)
+    assert len(df) == 4 and df["input"].tolist() == questions[:4]
+    info = state(stub)
+    endpoints = [b["endpoint"] for b in info["batches"].values()][-2:]
+    assert endpoints == ["/v1/completions", "/v1/chat/completions"]
+    assert stub.stats().get("requests", 0) == 0
+
+
+def test_budget_caps_what_is_submitted(stub, model):
+    with pytest.warns(UserWarning, match="max_requests=3"):
+        df = run_generate(model, max_requests=3, **FAST)
+    run = df.attrs["forgekit"]
+    assert stub.stats()["batch_items"] == 3
+    assert run["status"] == "stopped" and run["stats"]["ok"] == 3
+    assert "budget" in run["stop_reason"]
+
+
+def test_byte_limit_splits_batch_files(stub, model):
+    df = run_generate(model, batch_max_bytes=600, **FAST)
+    created = stub.stats()["batch_creates"]
+    assert created >= 2 and df.attrs["forgekit"]["stats"]["ok"] == len(QUESTIONS)
+    for batch_id in df.attrs["forgekit"]["batch"]["batches"]:
+        content = state(stub)["files"][state(stub)["batches"][batch_id]["input_file_id"]]
+        assert len(content["content"].encode()) <= 600 or content["content"].count("\n") == 1
+
+
+def test_cancel_while_waiting_keeps_the_batch_for_a_rerun(stub, model, tmp_path):
+    import threading
+
+    stub.configure(batch_hold=True)
+    out = tmp_path / "cancel.jsonl"
+    cancel = threading.Event()
+
+    def cancel_once_submitted(event: str, data: dict) -> None:
+        if event == "batch" and data["batch"]["status"] == "in_progress":
+            cancel.set()
+
+    df = run_generate(model, out, cancel_event=cancel, on_event=[cancel_once_submitted], **FAST)
+    assert df.attrs["forgekit"]["status"] == "cancelled" and len(df) == 0
+    assert stub.stats()["batch_creates"] == 1
+    batch_config(stub, batch_hold=False)
+    again = run_generate(model, out, **FAST)
+    assert again.attrs["forgekit"]["stats"]["ok"] == len(QUESTIONS)
+    assert stub.stats()["batch_creates"] == 1  # the recorded batch was collected

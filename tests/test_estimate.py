@@ -178,3 +178,16 @@ def test_embedded_model_prompt_tokens_are_exact():
     assert stage.tokens_counted.startswith("exact")
     df = generate(data, progress=False, cache=False, **common)
     assert stage.prompt_tokens == df.attrs["forgekit"]["stats"]["prompt_tokens"]
+
+
+def test_forge_run_dry_run_shows_the_call_and_its_estimate(stub, model, tmp_path, capsys):
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
+    spec = tmp_path / "run.yaml"
+    spec.write_text(
+        "method: generate\nmodel: stub\ninput: in.jsonl\nprompts: {user: 'Answer: {{ q }}'}\n"
+    )
+    assert cli_main(["run", str(spec), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert '"method": "generate"' in out and "dry run of generate: nothing was sent" in out
+    assert_nothing_sent(stub)

@@ -1,15 +1,15 @@
 """Batch mode's requests: collected from the tasks, sent as provider batches, answered back.
 
-A task in batch mode runs exactly as online: its function calls `ctx.chat` / `ctx.complete`
-and parses the answer. The `ReplayGate` answers a request from the batches collected so far
-(or the response cache); a request with no answer yet is noted (`BatchBook.want`) and the
-task is set aside (`BatchPending`). Once every task of a round has run that far, the book
-`settle`s: it submits the wanted requests (one batch per model and endpoint, split at the
-provider's limits of 50,000 requests / 200 MB per file), records the batch ids in the ledger
-(forgekit.engine.batch_ledger) before polling, polls, downloads the output and error files,
-and maps every line back by custom id. The next round replays the set-aside tasks, which now
-find their answers: a task of three dependent requests takes three rounds, so multi-stage
-methods go stage by stage.
+A task in batch mode runs exactly as online, once: its function calls `ctx.chat` /
+`ctx.complete` and parses the answer. The `BatchGate` answers a request from the batches
+collected so far (or the response cache); a request with no answer yet is handed to the
+`BatchBook` and the task waits for it. When every running task of a round waits
+(forgekit.engine.batch_run), the book `settle`s: it submits the wanted requests (one batch
+per model and endpoint, split at the provider's limits of 50,000 requests / 200 MB per
+file), records the batch ids in the ledger (forgekit.engine.batch_ledger) before polling,
+polls, downloads the output and error files, maps every line back by custom id and wakes
+the tasks. A task of three dependent requests waits three times, so multi-stage methods go
+stage by stage.
 
 Nothing is silent: an item that failed or expired is submitted again in a new batch
 (`batch_failed="resubmit"`, up to `batch_max_submits` times) or sent online
@@ -40,11 +40,6 @@ from forgekit.models.base import Completion
 from forgekit.models.openai_batch import TERMINAL, BatchAPI, batch_api_for
 
 
-class BatchPending(BaseException):
-    """Raised in a task whose request waits for a batch: the task is replayed later. A
-    BaseException, so a method's own `except Exception` cannot swallow it."""
-
-
 class BatchItemError(ModelError):
     """A request the batch API answered with an error that another batch cannot fix, or
     that failed every submission allowed."""
@@ -66,17 +61,18 @@ class TaskRequests:
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
         self.seen: Counter[str] = Counter()
-        self.pending = False  # a request of this task waits for a batch
 
 
 CURRENT_TASK: ContextVar[TaskRequests] = ContextVar("forgekit_batch_task")
 
 
-class ReplayGate(RequestGate):
+class BatchGate(RequestGate):
     """The request gate of batch mode (see the module doc); online requests (the
-    `batch_failed="online"` fallback) go through the ordinary gate it extends."""
+    `batch_failed="online"` fallback) go through the ordinary gate it extends, at most
+    `online_slots` at a time (the round runs every task at once)."""
 
     book: BatchBook
+    online_slots: asyncio.Semaphore
 
     async def request(
         self,
@@ -93,7 +89,7 @@ class ReplayGate(RequestGate):
         occurrence = state.seen[fingerprint]
         state.seen[fingerprint] += 1
         cid = custom_id(state.task_id, fingerprint, occurrence)
-        outcome = self.book.lookup(cid)  # first: a batch answer is not a cache hit
+        outcome = self.book.lookup(cid)  # first: a collected batch answer is not a cache hit
         if isinstance(outcome, Completion):
             return outcome
         if isinstance(outcome, BaseException):
@@ -105,14 +101,15 @@ class ReplayGate(RequestGate):
             if hit is not None:
                 self.stats.cached += 1
                 return hit
-        if outcome == "online":
+        if outcome != "online":
+            if self.stopping():
+                raise StopRun()
+            self.book.api(model)  # a model without a batch API fails the run here, clearly
+            outcome = await self.book.wait_for(Want(cid, model, kind, payload, params, cache_key))
+            if isinstance(outcome, Completion):
+                return outcome
+        async with self.online_slots:
             return await super().request(kind, model, payload, params, use_cache)
-        if self.stopping():
-            raise StopRun()
-        self.book.api(model)  # a model without a batch API fails the run here, clearly
-        self.book.want(Want(cid, model, kind, payload, params, cache_key))
-        state.pending = True
-        raise BatchPending()
 
 
 class BatchBook:
@@ -140,6 +137,9 @@ class BatchBook:
         self.problems: list[str] = []
         self.counts: Counter[str] = Counter()
         self.state: dict[str, dict[str, Any]] = {}  # batch id -> last status and counts
+        self.futures: dict[str, asyncio.Future] = {}  # custom id -> what its task awaits
+        self.waiting = 0  # tasks awaiting a batch answer now
+        self.changed = asyncio.Event()  # set on every change the round's settler looks at
 
     # -- during a round --------------------------------------------------------------------
     def lookup(self, cid: str) -> Completion | BaseException | str | None:
@@ -154,8 +154,29 @@ class BatchBook:
             return BudgetExceededError("budget reached before this request could be batched")
         return None
 
-    def want(self, want: Want) -> None:
-        self.wants.setdefault(want.custom_id, want)
+    async def wait_for(self, want: Want) -> Completion | str:
+        """Wait until the request is answered (a Completion), to be sent online ("online"),
+        or failed for good (raises)."""
+        future = self.futures.get(want.custom_id)
+        if future is None:
+            future = self.futures[want.custom_id] = asyncio.get_running_loop().create_future()
+            self.wants[want.custom_id] = want
+        self.waiting += 1
+        self.changed.set()
+        try:
+            return await future
+        finally:
+            self.waiting -= 1
+            self.changed.set()
+
+    def release(self, error: BaseException) -> None:
+        """Wake every waiting task with `error` (the run stops; nothing more is sent)."""
+        self.wants.clear()
+        for future in self.futures.values():
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # retrieved: a task already gone must not log it
+        self.futures.clear()
 
     def api(self, model: Model) -> BatchAPI:
         if model.identity not in self.apis:
@@ -168,36 +189,50 @@ class BatchBook:
 
     # -- between rounds ----------------------------------------------------------------------
     async def settle(self, stopping: Callable[[], bool]) -> None:
-        """Get an answer (or a final failure, or a fallback) for every wanted request."""
-        wants, self.wants = self.wants, {}
-        for want in wants.values():
+        """Get every wanted request an answer, a final failure or the online fallback —
+        resubmitting what failed or expired — then wake the tasks waiting for them."""
+        unresolved, self.wants = self.wants, {}
+        for want in unresolved.values():
             self.api(want.model)  # also the models of batches submitted by an earlier run
-        waiting = self.ledger.batch_of()
-        to_collect = {waiting[cid] for cid in wants if cid in waiting}
-        fresh: list[Want] = []
-        for cid, want in wants.items():
-            if cid in waiting:
-                continue
-            tries = self.ledger.attempts[cid]
-            if tries >= self.config.batch_max_submits:
-                self.ledger.fail(cid, "gave_up", f"no answer after {tries} batch submissions")
-                self.counts["gave_up"] += 1
-            elif tries and self.config.batch_failed == "online":
-                self.online.add(cid)
-                self.counts["sent_online"] += 1
-            else:
-                self.counts["resubmitted" if tries else "submitted"] += 1
-                fresh.append(want)
-        if to_collect:
-            resumed = len(to_collect)
-            print(f"forgekit: collecting {resumed} batch(es) submitted earlier", file=sys.stderr)
-        for group in self._groups(self._within_budget(fresh)):
-            to_collect.add(await self._submit(group))
-        await self._wait(to_collect, stopping)
-        for want in wants.values():
-            answer = self.ledger.answers.get(want.custom_id)
-            if answer is not None and want.cache_key and self.gate.cache is not None:
-                self.gate.cache.put(want.cache_key, answer)
+        while unresolved:
+            waiting = self.ledger.batch_of()
+            to_collect = {waiting[cid] for cid in unresolved if cid in waiting}
+            if to_collect and not self.counts["batches"]:
+                print(
+                    f"forgekit: collecting {len(to_collect)} batch(es) submitted earlier",
+                    file=sys.stderr,
+                )
+            fresh: list[Want] = []
+            for cid, want in unresolved.items():
+                if cid in waiting:
+                    continue
+                tries = self.ledger.attempts[cid]
+                if tries >= self.config.batch_max_submits:
+                    self.ledger.fail(cid, "gave_up", f"no answer after {tries} batch submissions")
+                    self.counts["gave_up"] += 1
+                elif tries and self.config.batch_failed == "online":
+                    self.online.add(cid)
+                    self.counts["sent_online"] += 1
+                else:
+                    self.counts["resubmitted" if tries else "submitted"] += 1
+                    fresh.append(want)
+            for group in self._groups(self._within_budget(fresh)):
+                to_collect.add(await self._submit(group))
+            await self._wait(to_collect, stopping)
+            for cid in list(unresolved):
+                outcome = self.lookup(cid)
+                if outcome is None:
+                    continue  # failed or expired in its batch: submitted again
+                want = unresolved.pop(cid)
+                future = self.futures.pop(cid, None)
+                if isinstance(outcome, Completion) and want.cache_key and self.gate.cache:
+                    self.gate.cache.put(want.cache_key, outcome)
+                if future is None or future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
         self.ledger.checkpoint()
 
     def _within_budget(self, wants: list[Want]) -> list[Want]:

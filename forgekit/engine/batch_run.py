@@ -1,31 +1,28 @@
 """Batch mode's run: `arun_batch`, the batch-API twin of `forgekit.engine.arun`.
 
-One `BatchEngine` per stage. It runs the tasks in rounds on the ordinary engine loop (the
-store, resume, errors, progress and events are the engine's own): a round replays every task
-still waiting; between rounds the `BatchBook` submits, polls and collects (see
-forgekit.engine.batch_api). A task's records are written exactly as online, so a method's
-parse and the store run unchanged. With `limit` (an endless task stream, e.g. Magpie), a
-round takes only as many new tasks as records are still missing.
+One `BatchEngine` per stage, on the ordinary engine loop (the store, resume, errors, progress
+and events are the engine's own), so a method's parse and the store run unchanged and each
+task runs once, as online. The tasks run in rounds of at most `batch_max_requests`: all of a
+round's tasks start at once; a request without an answer makes its task wait
+(forgekit.engine.batch_api). When every running task waits, the round's settler has the
+`BatchBook` submit, poll and collect, and wakes them. With `limit` (an endless task stream,
+e.g. Magpie) a round takes only as many new tasks as records are still missing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from forgekit.data.records import fingerprint
-from forgekit.engine.batch_api import (
-    CURRENT_TASK,
-    BatchBook,
-    BatchPending,
-    ReplayGate,
-    TaskRequests,
-)
+from forgekit.engine.batch_api import CURRENT_TASK, BatchBook, BatchGate, TaskRequests
 from forgekit.engine.batch_ledger import BatchLedger
 from forgekit.engine.core import Engine, _known_length
 from forgekit.engine.progress import ProgressReporter, has_progress_default, use_progress
@@ -47,7 +44,7 @@ class BatchEngine(Engine):
     ) -> None:
         super().__init__(model, config, out, job)
         batch_api_for(self.model)  # the embedded model has no batch API: say so first
-        self.gate = ReplayGate(
+        self.gate = BatchGate(
             self.config, self.stats, stopping=lambda: self.stopping, emit=self.emit
         )
         job_key = fingerprint(self.job, 16)
@@ -57,7 +54,7 @@ class BatchEngine(Engine):
         self._opened = False
         self._final = False
         self._shared: ProgressReporter | None = None
-        self._waiting: set[str] = set()
+        self._started = self._active = 0
 
     # -- the Engine hooks, adapted to several rounds -------------------------------------
     def _open(self) -> None:
@@ -100,39 +97,25 @@ class BatchEngine(Engine):
         self._final = True
         self.emit("start", {"total": total, "out": str(self.out) if self.out else None})
         self._final = False
+        self.gate.online_slots = asyncio.Semaphore(
+            self.config.concurrency or self.model.default_concurrency
+        )
         iterator = iter(tasks)
         order: list[str] = []
-        pending: list[Task] = []
-        exhausted = False
         try:
-            while True:
-                new: list[Task] = []
-                if not exhausted:
-                    if limit is None:
-                        new, exhausted = list(iterator), True
-                    else:
-                        room = limit - self.stats.ok - self.stats.skipped - len(pending)
-                        new = list(islice(iterator, max(0, room)))
-                        exhausted = len(new) < room
-                order.extend(task.id for task in new)
-                this_round = pending + new
-                if not this_round:
+            while self.status == "running":
+                room = self.config.batch_max_requests
+                if limit is not None:
+                    room = min(room, limit - self.stats.ok - self.stats.skipped)
+                new = list(islice(iterator, max(0, room)))
+                if not new:
                     break
-                self._waiting = set()
+                order.extend(task.id for task in new)
                 try:
-                    await Engine.run(self, [self._wrap(task) for task in this_round])
+                    await self._round(new)
                 except Exception as exc:
                     if exc is not self.fatal:
                         raise
-                if self.status != "running":
-                    break
-                pending = [task for task in this_round if task.id in self._waiting]
-                if pending:
-                    await self.book.settle(lambda: self.stopping)
-                elif exhausted or limit is None or self.stats.ok + self.stats.skipped >= limit:
-                    break
-        except StopRun:
-            pass  # cancelled while batches ran: they stay recorded, a re-run collects them
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 self.status, self.stop_reason = "cancelled", "interrupted"
@@ -151,6 +134,48 @@ class BatchEngine(Engine):
             )
         return result
 
+    async def _round(self, tasks: list[Task]) -> None:
+        """Run `tasks` all at once; settle whenever every running one waits for a batch."""
+        done = self.store.done if self.store is not None else set()
+        expected = len({task.id for task in tasks} - done)  # the engine skips stored ones
+        self._started = self._active = 0
+        self.book.changed = asyncio.Event()
+        self.config = replace(self.config, concurrency=max(1, expected))
+        self._round_over = False
+        settler = asyncio.create_task(self._settle_when_all_wait(expected))
+        try:
+            await Engine.run(self, [self._wrap(task) for task in tasks])
+        finally:
+            # A flag, not cancel(): wait_for in Python 3.11 can swallow a cancellation.
+            self._round_over = True
+            self.book.changed.set()
+            await asyncio.gather(settler, return_exceptions=True)
+            self.book.release(StopRun())
+
+    async def _settle_when_all_wait(self, expected: int) -> None:
+        book = self.book
+        while not self._round_over:
+            # Woken by every start, end and wait; the timeout only notices a stopped run.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(book.changed.wait(), timeout=0.5)
+            book.changed.clear()
+            if self._round_over:
+                return
+            if self.stopping:
+                book.release(StopRun())
+                continue
+            all_wait = self._started == expected and book.waiting == self._active > 0
+            if not (all_wait and book.wants):
+                continue
+            try:
+                await book.settle(lambda: self.stopping)
+            except StopRun:
+                book.release(StopRun())
+            except Exception as exc:  # the batch API failed for good: stop the run, say why
+                self.fatal = exc
+                self._stop("failed", f"{type(exc).__name__}: {exc}")
+                book.release(StopRun())
+
     def _close(self, started: float, order: list[str]) -> RunResult:
         self._final = True
         progress = self._shared or self._progress(None)
@@ -162,22 +187,18 @@ class BatchEngine(Engine):
         return result
 
     def _wrap(self, task: Task) -> Task:
-        """The task, run with its own request log; set aside when a request must wait."""
+        """The task, with its own request log (for custom ids) and counted in and out."""
 
         async def run(ctx: Any) -> dict[str, Any] | None:
-            requests = TaskRequests(task.id)
-            token = CURRENT_TASK.set(requests)
+            self._started += 1
+            self._active += 1
+            token = CURRENT_TASK.set(TaskRequests(task.id))
             try:
-                result = await task.fn(ctx)
-            except BatchPending:
-                self._waiting.add(task.id)
-                raise StopRun() from None
+                return await task.fn(ctx)
             finally:
                 CURRENT_TASK.reset(token)
-            if requests.pending:  # a BatchPending the method caught (gather return_exceptions)
-                self._waiting.add(task.id)
-                raise StopRun()
-            return result
+                self._active -= 1
+                self.book.changed.set()
 
         return Task(id=task.id, fn=run, info=task.info)
 

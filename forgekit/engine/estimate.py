@@ -265,7 +265,7 @@ def budget_warnings(estimate: Estimate, config: RunConfig) -> list[str]:
     if config.max_requests is not None and estimate.requests > config.max_requests:
         found.append(
             f"max_requests={config.max_requests} is below the {estimate.requests} requests "
-            f"this run makes: it will stop early"
+            f"this run may make: it may stop early"
         )
     tokens = estimate.total("prompt_tokens") + estimate.total("max_completion_tokens")
     if config.max_total_tokens is not None and tokens > config.max_total_tokens:

@@ -18,6 +18,7 @@ from forgekit.cli import main as cli_main
 from forgekit.errors import UnsupportedOperationError
 from forgekit.methods import evol, generate
 from tests.conftest import read_jsonl, write_profile
+from tests.test_methods_dpo import extra_servers, responders  # noqa: F401 - fixtures
 from tests.test_methods_evol import EVOLVE_RULES
 
 SECRET = "sk-batch-test-secret-0123456789"
@@ -383,3 +384,23 @@ def test_cancel_while_waiting_keeps_the_batch_for_a_rerun(stub, model, tmp_path)
     again = run_generate(model, out, **FAST)
     assert again.attrs["forgekit"]["stats"]["ok"] == len(QUESTIONS)
     assert stub.stats()["batch_creates"] == 1  # the recorded batch was collected
+
+
+def test_dpo_several_models_one_batch_each_then_the_judge(responders):  # noqa: F811
+    from forgekit.methods import dpo
+    from tests.test_methods_dpo import DATA
+
+    common = {"k": 3, "models": ["a", "b", "c"], "judge_model": "a", "keep_unpaired": True}
+    online = dpo(DATA, cache=False, progress=False, **common)
+    df = dpo(DATA, **common, **FAST)
+    columns = ["chosen", "rejected"]
+    assert df[columns].fillna("").equals(online[columns].fillna(""))
+    assert df.attrs["forgekit"]["pairs"] == online.attrs["forgekit"]["pairs"]
+    # Each responder's requests went to its own server in one batch; then the judge's.
+    batches = list(df.attrs["forgekit"]["batch"]["batches"].values())
+    assert [b["answered"] for b in batches] == [4, 4, 4, 12]
+    assert len({b["model"] for b in batches[:3]}) == 3
+    assert (
+        batches[3]["model"]
+        == batches[[b["model"] for b in batches[:3]].index(batches[3]["model"])]["model"]
+    )

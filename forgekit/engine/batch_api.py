@@ -61,6 +61,7 @@ class TaskRequests:
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
         self.seen: Counter[str] = Counter()
+        self.waiting = 0  # its requests (of several child coroutines) awaiting a batch
 
 
 CURRENT_TASK: ContextVar[TaskRequests] = ContextVar("forgekit_batch_task")
@@ -105,7 +106,8 @@ class BatchGate(RequestGate):
             if self.stopping():
                 raise StopRun()
             self.book.api(model)  # a model without a batch API fails the run here, clearly
-            outcome = await self.book.wait_for(Want(cid, model, kind, payload, params, cache_key))
+            want = Want(cid, model, kind, payload, params, cache_key)
+            outcome = await self.book.wait_for(want, state)
             if isinstance(outcome, Completion):
                 return outcome
         async with self.online_slots:
@@ -138,7 +140,7 @@ class BatchBook:
         self.counts: Counter[str] = Counter()
         self.state: dict[str, dict[str, Any]] = {}  # batch id -> last status and counts
         self.futures: dict[str, asyncio.Future] = {}  # custom id -> what its task awaits
-        self.waiting = 0  # tasks awaiting a batch answer now
+        self.blocked = 0  # tasks with a request awaiting a batch answer now
         self.changed = asyncio.Event()  # set on every change the round's settler looks at
 
     # -- during a round --------------------------------------------------------------------
@@ -154,19 +156,22 @@ class BatchBook:
             return BudgetExceededError("budget reached before this request could be batched")
         return None
 
-    async def wait_for(self, want: Want) -> Completion | str:
+    async def wait_for(self, want: Want, task: TaskRequests) -> Completion | str:
         """Wait until the request is answered (a Completion), to be sent online ("online"),
-        or failed for good (raises)."""
+        or failed for good (raises). A task counts as blocked while any of its requests
+        waits (a method may gather several)."""
         future = self.futures.get(want.custom_id)
         if future is None:
             future = self.futures[want.custom_id] = asyncio.get_running_loop().create_future()
             self.wants[want.custom_id] = want
-        self.waiting += 1
+        task.waiting += 1
+        self.blocked += task.waiting == 1
         self.changed.set()
         try:
             return await future
         finally:
-            self.waiting -= 1
+            task.waiting -= 1
+            self.blocked -= task.waiting == 0
             self.changed.set()
 
     def release(self, error: BaseException) -> None:

@@ -164,7 +164,7 @@ class BatchEngine(Engine):
             if self.stopping:
                 book.release(StopRun())
                 continue
-            all_wait = self._started == expected and book.waiting == self._active > 0
+            all_wait = self._started == expected and book.blocked == self._active > 0
             if not (all_wait and book.wants):
                 continue
             try:

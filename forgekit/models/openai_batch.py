@@ -22,6 +22,7 @@ ENDPOINTS = {"chat": "/v1/chat/completions", "complete": "/v1/completions"}
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 # Result statuses worth another batch: rate limits, server errors, timeouts.
 _RETRYABLE_STATUS = {408, 409, 429}
+BATCH_TIMEOUT_S = 300.0  # per batch-API call (upload, create, retrieve, download)
 DEFAULT_DISCOUNT = 0.5  # batch price = half the online price unless a profile says otherwise
 
 
@@ -47,7 +48,11 @@ class BatchAPI:
     @property
     def client(self) -> openai.AsyncOpenAI:
         if self._client is None:
-            self._client = openai.AsyncOpenAI(**self.model._client_options)
+            options = dict(self.model._client_options)
+            # Uploads and downloads are large, and a create that times out after the server
+            # took it would be retried into a second batch: never the short request timeout.
+            options["timeout"] = max(float(options.get("timeout") or 0), BATCH_TIMEOUT_S)
+            self._client = openai.AsyncOpenAI(**options)
         return self._client
 
     async def aclose(self) -> None:

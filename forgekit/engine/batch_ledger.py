@@ -17,7 +17,6 @@ Neither file ever holds an API key (they are scrubbed like the manifest, to be s
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -129,10 +128,3 @@ class BatchLedger:
     def batch_of(self) -> dict[str, str]:
         """custom id -> the uncollected batch it is waiting in."""
         return {cid: bid for bid, b in self.open_batches().items() for cid in b["custom_ids"]}
-
-
-def file_size(path: Path) -> int:
-    try:
-        return os.stat(path).st_size
-    except FileNotFoundError:
-        return 0

@@ -18,6 +18,7 @@ Example `forgekit.yaml`:
         template: qwen2.5           # chat-template family, for Magpie
         max_concurrency: 64
         price: {input: 0.0, output: 0.0}   # USD per 1M tokens
+        batch_price: {input: 0.0, output: 0.0}  # batch API price (default: half of price)
 
 API keys come from the environment or a `.env` file only. A config file that contains a key
 is rejected, so keys cannot leak into notebooks, manifests or logs through it.
@@ -78,6 +79,8 @@ class ModelProfile(BaseModel):
     rpm: float | None = None
     tpm: float | None = None
     price: Price | None = None
+    # The provider's batch-API price (USD per 1M tokens); default: half of `price`.
+    batch_price: Price | None = None
     n_ctx: int = 2048
     n_threads: int | None = None
 

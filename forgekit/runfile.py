@@ -57,6 +57,13 @@ class RunSection(BaseModel):
     engine: Literal["local", "ray"] | None = None
     shards: int | None = Field(None, ge=1)
     ray_address: str | None = None
+    batch: bool | None = None  # the provider's batch API (forgekit.engine.batch_api)
+    batch_poll_s: float | None = Field(None, gt=0)
+    batch_failed: Literal["resubmit", "online"] | None = None
+    batch_max_submits: int | None = Field(None, ge=1)
+    batch_max_requests: int | None = Field(None, ge=1, le=50_000)
+    batch_max_bytes: int | None = Field(None, ge=1)
+    batch_discount: float | None = Field(None, ge=0)
 
 
 class RunFile(BaseModel):

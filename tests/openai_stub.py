@@ -18,6 +18,13 @@ shape (a 200 JSON body without `choices`). `hold_after` holds every model reques
 first N until the next reconfiguration (then drops it), so a test can freeze a client at a
 known point of progress.
 
+Batch API (`route_batch_api`, knobs in BATCH_DEFAULTS): POST /v1/files (multipart upload),
+GET /v1/files/{id}[/content], POST /v1/batches, GET /v1/batches/{id} (each retrieve moves
+the batch on; it ends after `batch_polls` retrieves), POST /v1/batches/{id}/cancel. Faults:
+items answered in the error file, expiry part-way, a torn line in the output file, batches
+held in_progress. POST /_batch_config {json} changes knobs without resetting the counters;
+GET /_batch_state shows every file (content included) and batch.
+
 Control: POST /_config {json} replaces the configuration; GET /_stats returns counters;
 POST /_reset clears counters. Run as a process: `python openai_stub.py --port 0` prints
 `PORT <n>` once it listens.
@@ -34,6 +41,20 @@ import sys
 import time
 from collections import Counter
 from typing import Any
+
+# The batch API's knobs (see `route_batch_api`); part of the configuration like the rest.
+BATCH_DEFAULTS: dict[str, Any] = {
+    "batch_polls": 2,  # retrieves before a batch ends (validating, in_progress, ... then done)
+    "batch_hold": False,  # keep every batch in_progress until this is turned off
+    "batch_error_rate": 0.0,  # share of items (by custom_id hash) answered in the error file
+    "batch_error_status": 500,  # their status code (500: worth resubmitting; 400: not)
+    "batch_faults_per_item": 1,  # an item fails only on its first N submissions
+    "batch_expire_after": None,  # N: the batch ends `expired` after N items are done
+    "batch_expire_times": 1,  # ... for the first this-many batches only
+    "batch_expired_in_error_file": True,  # expired items listed as batch_expired (else absent)
+    "batch_corrupt_line": None,  # N: line N of the output file is torn (invalid JSON) ...
+    "batch_corrupt_times": 1,  # ... in the first this-many batches
+}
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "latency_ms": 0.0,
@@ -60,6 +81,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # ("overload": "429") or waits for a free place, so latency rises ("queue", like vLLM).
     "capacity": None,
     "overload": "429",
+    **BATCH_DEFAULTS,
 }
 
 
@@ -254,6 +276,8 @@ async def capacity_route(
 
 
 async def _route(stub: Stub, method: str, path: str, body: bytes, auth: str) -> bytes | None:
+    if path.startswith(("/v1/files", "/v1/batches", "/_batch")):
+        return route_batch_api(stub, method, path, body)
     if path == "/_config" and method == "POST":
         stub.config = {**DEFAULT_CONFIG, **json.loads(body or b"{}")}
         stub.reset()
@@ -378,6 +402,233 @@ def _refused_key(stub: Stub, auth: str) -> bytes | None:
         return None
     stub.stats["401"] += 1
     return _json(401, {"error": {"message": "wrong or missing API key"}})
+
+
+# -- the batch API: /v1/files and /v1/batches ------------------------------------------------
+class BatchState:
+    """Uploaded files and batches; they live as long as the server (a re-run after a crash
+    collects what an earlier client submitted). Counters go to `stub.stats`."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, dict[str, Any]] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.submissions: Counter[str] = Counter()  # custom_id -> times submitted
+        self.expired = self.corrupted = 0
+        self.next_id = 0
+        self.generation = 0
+
+    def new_scenario(self, generation: int) -> None:
+        """A /_config or /_reset starts the fault plan afresh (files and batches stay)."""
+        if generation != self.generation:
+            self.generation = generation
+            self.submissions.clear()
+            self.expired = self.corrupted = 0
+
+    def new_id(self, prefix: str) -> str:
+        self.next_id += 1
+        return f"{prefix}-{self.next_id:05d}"
+
+    def add_file(self, content: bytes, purpose: str, filename: str) -> dict[str, Any]:
+        file_id = self.new_id("file")
+        self.files[file_id] = {"content": content, "purpose": purpose, "filename": filename}
+        return _file_object(file_id, self.files[file_id])
+
+
+_BATCH_STATE: dict[int, BatchState] = {}
+
+
+def batch_state(stub: Stub) -> BatchState:
+    return _BATCH_STATE.setdefault(id(stub), BatchState())
+
+
+def _file_object(file_id: str, file: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": file_id,
+        "object": "file",
+        "bytes": len(file["content"]),
+        "created_at": int(time.time()),
+        "filename": file["filename"],
+        "purpose": file["purpose"],
+        "status": "processed",
+    }
+
+
+def parse_multipart(body: bytes) -> dict[str, tuple[str | None, bytes]]:
+    """name -> (filename, content) of a multipart/form-data body (the boundary is its first
+    line, so the Content-Type header is not needed)."""
+    boundary = body.split(b"\r\n", 1)[0]
+    fields: dict[str, tuple[str | None, bytes]] = {}
+    for part in body.split(boundary)[1:]:
+        if part.startswith(b"--"):
+            break
+        head, _, content = part[2:].partition(b"\r\n\r\n")
+        disposition = head.decode("latin-1")
+        name = re.search(r'name="([^"]*)"', disposition)
+        filename = re.search(r'filename="([^"]*)"', disposition)
+        if name:
+            fields[name.group(1)] = (filename.group(1) if filename else None, content[:-2])
+    return fields
+
+
+def route_batch_api(stub: Stub, method: str, path: str, body: bytes) -> bytes:
+    state = batch_state(stub)
+    state.new_scenario(stub.generation)
+    parts = path.strip("/").split("/")
+    if path == "/_batch_config" and method == "POST":  # change batch knobs, keep counters
+        stub.config.update(json.loads(body or b"{}"))
+        return _json(200, {"ok": True})
+    if path == "/_batch_state":
+        files = {
+            k: {**f, "content": f["content"].decode("utf-8", "replace")}
+            for k, f in state.files.items()
+        }
+        return _json(200, {"files": files, "batches": state.batches})
+    if parts[:2] == ["v1", "files"]:
+        if method == "POST" and len(parts) == 2:
+            fields = parse_multipart(body)
+            filename, content = fields.get("file", ("upload.jsonl", b""))
+            purpose = fields.get("purpose", (None, b""))[1].decode()
+            stub.stats["files_uploaded"] += 1
+            return _json(200, state.add_file(content, purpose, filename or "upload.jsonl"))
+        file = state.files.get(parts[2]) if len(parts) > 2 else None
+        if file is None:
+            return _json(404, {"error": {"message": f"no such file {path}"}})
+        if len(parts) == 4 and parts[3] == "content":
+            stub.stats["files_downloaded"] += 1
+            return _response(200, file["content"])
+        return _json(200, _file_object(parts[2], file))
+    if parts[:2] == ["v1", "batches"]:
+        if method == "POST" and len(parts) == 2:
+            return _create_batch(stub, state, json.loads(body))
+        batch = state.batches.get(parts[2]) if len(parts) > 2 else None
+        if batch is None:
+            return _json(404, {"error": {"message": f"no such batch {path}"}})
+        if method == "POST" and len(parts) == 4 and parts[3] == "cancel":
+            stub.stats["batch_cancels"] += 1
+            if batch["status"] not in ("completed", "failed", "expired", "cancelled"):
+                _finish_batch(stub, state, batch, cancelled=True)
+            return _json(200, _public(batch))
+        stub.stats["batch_retrieves"] += 1
+        _advance_batch(stub, state, batch)
+        return _json(200, _public(batch))
+    return _json(404, {"error": {"message": f"no route {path}"}})
+
+
+def _create_batch(stub: Stub, state: BatchState, request: dict[str, Any]) -> bytes:
+    file = state.files.get(request.get("input_file_id", ""))
+    if file is None:
+        return _json(400, {"error": {"message": "input_file_id: no such file"}})
+    stub.stats["batch_creates"] += 1
+    batch_id = state.new_id("batch")
+    lines = [json.loads(line) for line in file["content"].splitlines() if line.strip()]
+    stub.stats["batch_items"] += len(lines)
+    for line in lines:
+        state.submissions[line["custom_id"]] += 1
+    state.batches[batch_id] = {
+        "id": batch_id,
+        "object": "batch",
+        "endpoint": request.get("endpoint"),
+        "input_file_id": request["input_file_id"],
+        "completion_window": request.get("completion_window", "24h"),
+        "status": "validating",
+        "created_at": int(time.time()),
+        "metadata": request.get("metadata"),
+        "output_file_id": None,
+        "error_file_id": None,
+        "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
+        "_polls": 0,
+        "_attempts": {line["custom_id"]: state.submissions[line["custom_id"]] for line in lines},
+    }
+    return _json(200, _public(state.batches[batch_id]))
+
+
+def _public(batch: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+
+def _advance_batch(stub: Stub, state: BatchState, batch: dict[str, Any]) -> None:
+    if batch["status"] in ("completed", "failed", "expired", "cancelled"):
+        return
+    batch["_polls"] += 1
+    if stub.config.get("batch_hold"):
+        batch["status"] = "in_progress"
+        return
+    polls = int(stub.config.get("batch_polls") or 0)
+    if batch["_polls"] < polls:
+        batch["status"] = "finalizing" if batch["_polls"] == polls - 1 else "in_progress"
+        return
+    _finish_batch(stub, state, batch)
+
+
+def _finish_batch(
+    stub: Stub, state: BatchState, batch: dict[str, Any], cancelled: bool = False
+) -> None:
+    """Answer every line: output file (reversed: results come in any order) and error file."""
+    config = stub.config
+    lines = [
+        json.loads(line)
+        for line in state.files[batch["input_file_id"]]["content"].splitlines()
+        if line.strip()
+    ]
+    expire_at = config.get("batch_expire_after")
+    expire = expire_at is not None and state.expired < int(config.get("batch_expire_times", 1))
+    outputs: list[str] = []
+    errors: list[str] = []
+    done = 0
+    for index, line in enumerate(lines):
+        cid = line["custom_id"]
+        if cancelled or (expire and index >= int(expire_at)):
+            if config.get("batch_expired_in_error_file", True):
+                code = "batch_cancelled" if cancelled else "batch_expired"
+                error = {"code": code, "message": "not executed before the window closed"}
+                errors.append(
+                    json.dumps(
+                        {"id": f"req-{cid}", "custom_id": cid, "response": None, "error": error}
+                    )
+                )
+            continue
+        failing = _batch_item_fails(config, cid, batch["_attempts"][cid])
+        if failing:
+            status = int(config.get("batch_error_status", 500))
+            body = {"error": {"message": f"injected batch item failure ({status})"}}
+            response = {"status_code": status, "request_id": f"r-{cid}", "body": body}
+            errors.append(
+                json.dumps(
+                    {"id": f"req-{cid}", "custom_id": cid, "response": response, "error": None}
+                )
+            )
+            continue
+        done += 1
+        answer = stub.answer(line["url"], line["body"])
+        response = {"status_code": 200, "request_id": f"r-{cid}", "body": answer}
+        outputs.append(
+            json.dumps({"id": f"req-{cid}", "custom_id": cid, "response": response, "error": None})
+        )
+    outputs.reverse()
+    corrupt = config.get("batch_corrupt_line")
+    if corrupt and outputs and state.corrupted < int(config.get("batch_corrupt_times", 1)):
+        state.corrupted += 1
+        at = min(int(corrupt), len(outputs)) - 1
+        outputs[at] = outputs[at][: len(outputs[at]) // 2]  # a torn line: invalid JSON
+    if expire:
+        state.expired += 1
+    for kind, rows in (("output", outputs), ("error", errors)):
+        if rows:
+            content = ("\n".join(rows) + "\n").encode()
+            batch[f"{kind}_file_id"] = state.add_file(content, f"batch_{kind}", f"{kind}.jsonl")[
+                "id"
+            ]
+    batch["status"] = "cancelled" if cancelled else ("expired" if expire else "completed")
+    batch["request_counts"] = {"total": len(lines), "completed": done, "failed": len(errors)}
+    stub.stats[f"batch_{batch['status']}"] += 1
+
+
+def _batch_item_fails(config: dict[str, Any], custom_id: str, attempt: int) -> bool:
+    rate = float(config.get("batch_error_rate") or 0)
+    if rate <= 0 or attempt > int(config.get("batch_faults_per_item", 1)):
+        return False
+    digest = hashlib.sha256(custom_id.encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < rate
 
 
 async def serve(port: int, host: str = "127.0.0.1") -> None:

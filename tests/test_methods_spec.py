@@ -314,9 +314,10 @@ def test_modules_stay_small():
     sizes = {m: len(p.read_text().splitlines()) for m, p in _modules().items()}
     assert {module: n for module, n in sizes.items() if n > 500} == {}
     methods = sum(n for module, n in sizes.items() if module.startswith("forgekit.methods"))
-    # 3800, plus the quality gate shared by every method (gate.py, issue 16) and the
-    # runner's dispatch to sharded runs (issue 15).
-    assert methods <= 4120
+    # 3800, plus the quality gate shared by every method (gate.py, issue 16), the runner's
+    # dispatch to sharded runs (issue 15), and the hooks of batch mode and dry runs (their
+    # machinery lives in forgekit.engine; issue 14).
+    assert methods <= 4180
 
 
 def test_the_manifest_lists_the_models_the_runner_resolved(tmp_path):

@@ -60,9 +60,10 @@ function render({ model, el: root }) {
   }
 
   const reason = el("div", "fk-rm-reason");
+  const batchLine = el("div", "fk-rm-batch");
   const latestBox = el("div", "fk-rm-latest");
   const errorBox = el("div", "fk-rm-errors");
-  root.append(head, barOuter, progressText, stats, reason, latestBox, errorBox);
+  root.append(head, barOuter, progressText, stats, batchLine, reason, latestBox, errorBox);
 
   cancel.addEventListener("click", () => {
     cancel.disabled = true;
@@ -117,6 +118,15 @@ function render({ model, el: root }) {
       cells.concurrency.textContent = `${model.get("concurrency")} / ${ceiling}`;
       cells.concurrency.title = `lowered ${lowered} time(s) after 429s, timeouts or rising latency`;
     }
+
+    // Batch mode: provider batches by state (validating, in_progress, finalizing, ...).
+    const batch = model.get("batch") || {};
+    const states = Object.entries(batch.by_status || {}).map(([s, n]) => `${n} ${s}`);
+    batchLine.textContent = batch.batches
+      ? `batches: ${states.join(", ")} · ${fmtInt(batch.completed)} / ${fmtInt(batch.total)} requests answered` +
+        (batch.failed ? ` · ${fmtInt(batch.failed)} failed` : "")
+      : "";
+    batchLine.hidden = !batch.batches;
 
     reason.textContent = model.get("stop_reason") || "";
     reason.hidden = !model.get("stop_reason");

@@ -152,6 +152,8 @@ def render(result: Any) -> str:
         return ""
     if isinstance(result, str):
         return result
+    if hasattr(result, "render_text"):  # a dry run's Estimate
+        return result.render_text()
     if hasattr(result, "to_string"):
         info = result.attrs.get("forgekit", {}) if hasattr(result, "attrs") else {}
         table = result

@@ -199,6 +199,8 @@ def run_command(cls: type[Method], args: argparse.Namespace, ctx: Any) -> Any:
     if cls.inputs not in ("none", "paths"):
         run.update(input_reading(args))
     run.update(gate_options_from_args(args, ctx))
+    if getattr(args, "dry_run", False):
+        run["estimate"] = True
     if getattr(args, "background", False):
         return _start_background(cls, data, {**kwargs, **run}, ctx)
     return call(cls, data, {**kwargs, **run})

@@ -94,6 +94,40 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="split the run into N shards on Ray (default with --ray: the cluster's CPUs)",
     )
+    group.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="send nothing: show the requests, prompt and completion tokens and the cost "
+        "range (online and batch price) each stage would need",
+    )
+    add_batch_options(parser)
+
+
+def add_batch_options(parser: argparse.ArgumentParser) -> None:
+    """--batch and its settings (forgekit.engine.batch_api)."""
+    group = parser.add_argument_group("provider batch API")
+    group.add_argument(
+        "--batch",
+        action="store_true",
+        help="send the requests through the provider's batch API (/v1/files + /v1/batches): "
+        "about half the price, results within 24 h; a re-run collects batches already "
+        "submitted (needs --out to resume after a crash across machines)",
+    )
+    group.add_argument(
+        "--batch-poll",
+        dest="batch_poll_s",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds between polls of a running batch (default 30)",
+    )
+    group.add_argument(
+        "--batch-failed",
+        choices=("resubmit", "online"),
+        default="resubmit",
+        help="items that failed or expired in a batch: submit them in a new batch "
+        "(default) or send them online",
+    )
 
 
 def add_gate_options(parser: argparse.ArgumentParser) -> None:
@@ -285,5 +319,8 @@ def run_config_from_args(args: argparse.Namespace, ctx: Any = None) -> RunConfig
         cache_path=args.cache_path,
         progress=not args.no_progress,
         overwrite=args.overwrite,
+        batch=getattr(args, "batch", False),
+        batch_poll_s=getattr(args, "batch_poll_s", 30.0),
+        batch_failed=getattr(args, "batch_failed", "resubmit"),
         **extra,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from forgekit.cli.app import UsageError
@@ -15,8 +16,6 @@ def _run_command(args: argparse.Namespace, ctx: Any) -> Any:
     if args.config is None:
         raise UsageError("forge run: give a config file (or --example METHOD)")
     plan = load_plan(args.config)
-    if args.dry_run:
-        return plan.describe()
     overrides: dict[str, Any] = {}
     if args.out:
         overrides["out"] = args.out
@@ -28,6 +27,9 @@ def _run_command(args: argparse.Namespace, ctx: Any) -> Any:
         overrides["cache"] = False
     if args.no_progress:
         overrides["progress"] = False
+    if args.dry_run:  # the call, and what it would send, stage by stage (nothing is sent)
+        estimate = plan(**overrides, progress=False, estimate=True)
+        return json.dumps(plan.describe(), indent=2, default=str) + "\n\n" + str(estimate)
     extra = dict(getattr(ctx, "extra", {}).get("run_config", {})) if ctx is not None else {}
     return plan(**overrides, **extra)
 
@@ -50,7 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print a YAML skeleton for METHOD, every option with its default and help",
     )
     p.add_argument(
-        "--dry-run", action="store_true", help="validate and show the call; send nothing"
+        "--dry-run",
+        action="store_true",
+        help="validate, show the call and estimate it (requests, tokens and cost per stage); "
+        "send nothing",
     )
     p.add_argument("--out", default=None, help="write records here instead of `output`")
     p.add_argument("--max-requests", type=int, default=None, help="stop after this many requests")

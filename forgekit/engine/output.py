@@ -46,6 +46,7 @@ class RunOutput:
         self.runs = 1
         self.previous_totals: dict[str, Any] = {}
         self.started_at = utc_now()
+        self.extra: dict[str, Any] = {}  # more sections (batch mode: its batches and gaps)
 
     def open(self) -> JsonlStore:
         """Open the store for appending (moving old files aside, refusing another job's)."""
@@ -106,6 +107,7 @@ class RunOutput:
             "errors_file": str(self.store.errors_path.name) if has_errors else None,
             # Per endpoint: the ceiling and where adaptive concurrency took the limit.
             "concurrency": concurrency,
+            **self.extra,
         }
         text = scrub(json.dumps(manifest, default=str), self.secrets)
         self.store.write_manifest(json.loads(text))

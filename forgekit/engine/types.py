@@ -58,7 +58,20 @@ class RunConfig:
     shards: int | None = None  # default with engine="ray": the cluster's CPU count
     ray_address: str | None = None
 
+    # Batch mode (forgekit.engine.batch_api): requests go through the provider's batch API.
+    batch: bool = False
+    batch_poll_s: float = 30.0  # seconds between polls of a running batch
+    batch_failed: str = "resubmit"  # failed/expired items: "resubmit" in a new batch, or "online"
+    batch_max_submits: int = 3  # submissions per request before it counts as failed
+    batch_max_requests: int = 50_000  # per batch file (the provider's limit)
+    batch_max_bytes: int = 200_000_000  # per batch file (the provider's limit: 200 MB)
+    batch_discount: float | None = None  # batch price / online price; None: profile or 0.5
+
     def __post_init__(self) -> None:
+        if self.batch_failed not in ("resubmit", "online"):
+            raise ValueError(
+                f"batch_failed={self.batch_failed!r}: use 'resubmit' (a new batch) or 'online'"
+            )
         if self.engine not in ("local", "ray"):
             raise ConfigError(f"engine must be 'local' or 'ray', got {self.engine!r}")
         if self.shards is not None and (isinstance(self.shards, bool) or self.shards < 1):
@@ -110,6 +123,7 @@ class RunResult:
     stop_reason: str | None = None
     out: Path | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
+    batch: dict[str, Any] | None = None  # batch mode: batches, counts, problems (gaps)
 
     def to_dataframe(self, **details: Any):
         """The records as a DataFrame that remembers how the run went: status, summary,
@@ -125,6 +139,7 @@ class RunResult:
             "stats": asdict(self.stats),
             "out": str(self.out) if self.out else None,
             "errors": self.errors,
+            **({"batch": self.batch} if self.batch else {}),
             **details,
         }
         return df
@@ -142,6 +157,10 @@ class RunResult:
             f"{s.wall_s:.1f}s",
         ]
         line = ", ".join(parts)
+        if self.batch:
+            batches = self.batch.get("batches") or {}
+            problems = self.batch.get("problems") or []
+            line += f", {len(batches)} batch(es), {len(problems)} batch problem(s)"
         if self.stop_reason:
             line += f" — {self.stop_reason}"
         if self.out:

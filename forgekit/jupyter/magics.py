@@ -312,8 +312,14 @@ class TextProgress:
             if stats is not None:
                 done = stats.ok + stats.skipped
                 self.bar.update(done - self.bar.n)
+                batch = data.get("batches")  # batch mode: the provider's batches
+                extra = {"batch": _batch_text(batch)} if event == "batch" and batch else {}
                 self.bar.set_postfix(
-                    failed=stats.failed, retried=stats.retried, cached=stats.cached, refresh=False
+                    failed=stats.failed,
+                    retried=stats.retried,
+                    cached=stats.cached,
+                    refresh=bool(extra),
+                    **extra,
                 )
             if event == "end":
                 self.bar.close()
@@ -322,6 +328,11 @@ class TextProgress:
         if self.when is None:
             return True
         return time.monotonic() - self.started >= RENDER_GRACE_S and bool(self.when())
+
+
+def _batch_text(overview: dict[str, Any]) -> str:
+    states = ", ".join(f"{n} {s}" for s, n in sorted(overview.get("by_status", {}).items()))
+    return f"{overview.get('completed', 0)}/{overview.get('total', 0)} done ({states})"
 
 
 class _waiting:

@@ -27,6 +27,8 @@ from typing import Any
 
 from forgekit.data.records import fingerprint, jsonable, record_id
 from forgekit.engine import RunConfig, RunResult, RunStats, Task, arun, run_sync
+from forgekit.engine.batch_run import arun_batch, check_batch_models, merge_batch_summaries
+from forgekit.engine.estimate import Estimate, Recorder, dry_config
 from forgekit.errors import ConfigError
 from forgekit.methods.gate import GATE_OPTIONS, Gate, GateOptions, record_in_manifest
 from forgekit.methods.prompting import load_template
@@ -44,6 +46,7 @@ def call(cls: type[Method], data: Any, kwargs: dict[str, Any]):
     kwargs = dict(kwargs)
     model, out = kwargs.pop("model", None), kwargs.pop("out", None)
     reading = {k: v for k in INPUT_OPTIONS if (v := kwargs.pop(k, None)) is not None}
+    estimate = kwargs.pop("estimate", False)
     gate_options = GateOptions.take(cls, kwargs)
     if gate_options.target is not None and "n" in cls.Options.__dataclass_fields__:
         kwargs["n"] = gate_options.target  # the method's own count is the target
@@ -60,7 +63,23 @@ def call(cls: type[Method], data: Any, kwargs: dict[str, Any]):
             data = read_input(cls, data, **reading)
         return run_sharded(cls, data, kwargs, model=model, out=out, config=config)
     records = read_input(cls, data, **reading)
-    method, models, items, job = prepare_call(cls, records, kwargs, model, gate_options.target)
+    capped = {config.max_requests, config.max_total_tokens, config.max_cost} != {None}
+    if estimate or capped:
+        options = resolve(cls, dict(kwargs))
+        job = {"method": cls.name, "model": model_key(model), **identity(cls, options)}
+        if estimate:
+            found = dry_run(cls, records, model, options, config, job)
+            found.warn()
+            return found
+        try:  # a cap below the estimate warns before the run; the estimate never stops it
+            found = dry_run(cls, records, model, options, config, job)
+        except Exception:
+            found = None
+        if found is not None:
+            found.warn(" (estimated before the run)")
+    method, models, items, job = prepare_call(
+        cls, records, kwargs, model, gate_options.target, batch=config.batch
+    )
     run = Run(method, models, out, config, job, Gate(gate_options, method.score))
     result = run_sync(lambda: run.execute(items))
     details = method.summary(result.records)
@@ -76,14 +95,36 @@ def prepare_call(
     kwargs: dict[str, Any],
     model: Any,
     target: int | None = None,
+    batch: bool = False,
 ):
     """Steps 2-4: (method, models, work items, job), every check done before a request."""
     options = resolve(cls, kwargs)
     job = {"method": cls.name, "model": model_key(model), **identity(cls, options)}
     models = Models(model, options)
+    if batch:  # every model needs a batch API: fail before anything is sent
+        check_batch_models([models.main, *models.pool.models()])
     method = cls(models.resolved_options)
     method.model, method.target = models.main, target
     return method, models, method.prepare(records), job
+
+
+def dry_run(
+    cls: type[Method],
+    records: list[Any],
+    model: Any,
+    options: Any,
+    config: RunConfig,
+    job: dict[str, Any],
+) -> Estimate:
+    """estimate=True: the method runs with models that send nothing (forgekit.engine.estimate).
+    A `target=` is not replayed: the estimate is one attempt per item (or per `n`)."""
+    models = Models(model, options)
+    method = cls(models.resolved_options)
+    method.model = models.main
+    recorder = Recorder(config, getattr(method, "dry_reply", None))
+    run = Run(method, models, None, dry_config(config), job, entry=recorder.entry)
+    run_sync(lambda: run.execute(method.prepare(records)))
+    return recorder.finish(cls.name)
 
 
 # -- options -------------------------------------------------------------------------------
@@ -104,7 +145,7 @@ def resolve(cls: type[Method], given: dict[str, Any]) -> Any:
         raise TypeError(
             f"{cls.name}() got unexpected option(s): {', '.join(unknown)} "
             f"(options: {', '.join(declared)}; run options: model, out, split, column_map, "
-            f"config, {', '.join(RUN_OPTIONS + GATE_OPTIONS)})"
+            f"config, estimate, {', '.join(RUN_OPTIONS + GATE_OPTIONS)})"
         )
     values: dict[str, Any] = {}
     for name, (field, info) in declared.items():
@@ -234,7 +275,9 @@ class Run:
         config: RunConfig,
         job: dict[str, Any],
         gate: Gate | None = None,
+        entry: Any = None,
     ) -> None:
+        self.entry = entry  # what runs a stage (default: arun, or arun_batch in batch mode)
         self.method = method
         self.gate = gate or Gate(GateOptions(), method.score)
         self.offset = 0  # of a slice's first item: a shard keeps local ids (distributed.shards)
@@ -288,6 +331,7 @@ class Run:
             stop_reason=halted.stop_reason,
             out=main[-1].out if main else None,
             errors=[e for result in self.results for e in result.errors],
+            batch=merge_batch_summaries(self.results),
         )
 
 
@@ -344,7 +388,8 @@ class Stages:
         stream = list(tasks()) if isinstance(items, Sequence) else tasks()
         config = run.stage_config(label, out)
         run.opened.add(out)
-        result = await arun(
+        start_run = run.entry or (arun_batch if config.batch else arun)
+        result = await start_run(
             stream, model=run.models.main, out=out, config=config, limit=limit, job=run.job
         )
         run.results.append(result)

@@ -352,6 +352,15 @@ class SelfInstruct(Method):
             lineage=self.lineage(ctx, params=self.params, index=index, parent_id=item["batch_id"]),
         )
 
+    def dry_reply(self, kind: str, payload: Any, params: SamplingParams) -> str:
+        """A dry run's stand-in answer (forgekit.methods.estimate) that parses as a list of
+        distinct new tasks and as an instance, so both stages are estimated."""
+        from forgekit.engine.estimate import stand_in_tasks
+
+        tasks = stand_in_tasks(self.options.num_tasks)
+        listing = "\n".join(f"{i}. {task}" for i, task in enumerate(tasks, 1))
+        return f"{listing}\n\nInput: none\nOutput: {tasks[0]}\nClass label: {tasks[-1]}"
+
     def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         pool = {"seeds": len(self.seeds), "prompts": self.prompts, "candidates": self.candidates}
         pool |= {"kept_instructions": len(self.kept), "lcs_computed": self.pool.lcs_computed}

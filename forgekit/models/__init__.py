@@ -66,6 +66,10 @@ class ModelPool:
             self._by_name[model] = get_model(model)
         return self._by_name[model]
 
+    def models(self) -> list[Model]:
+        """The models resolved so far."""
+        return list(self._by_name.values())
+
     async def aclose(self) -> None:
         for model in self._by_name.values():
             try:

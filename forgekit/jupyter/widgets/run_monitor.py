@@ -50,6 +50,8 @@ class RunMonitor(ForgeWidget):
     out = traitlets.Unicode("").tag(sync=True)
     latest = traitlets.List([]).tag(sync=True)
     errors = traitlets.List([]).tag(sync=True)
+    # Batch mode: batches by status and item counts (forgekit.engine.batch_api overview).
+    batch = traitlets.Dict({}).tag(sync=True)
     # Set by the front end (the Cancel button) or from Python; both stop the run.
     cancel_requested = traitlets.Bool(False).tag(sync=True)
     # Set by the front end once it has drawn the widget: a live front end is attached.
@@ -125,6 +127,8 @@ class RunMonitor(ForgeWidget):
                 self._state["concurrency_decreases"] = sum(
                     int(d.get("decreases", 0)) for d in self._limits.values()
                 )
+            elif event == "batch":
+                self._state["batch"] = dict(data.get("batches") or {})
             elif event == "end":
                 result = data.get("result")
                 self.result = result

@@ -28,7 +28,7 @@ class Task:
 class RunConfig:
     """How to run: limits, retries, budgets, cache, progress. All optional."""
 
-    concurrency: int | None = None  # default: the model's own (1 for local, 32 for HTTP)
+    concurrency: int | None = None  # default: the model's own (8 for local, 32 for HTTP)
     rpm: float | None = None
     tpm: float | None = None
     max_requests: int | None = None

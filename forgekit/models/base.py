@@ -21,6 +21,7 @@ class SamplingParams:
     stop: tuple[str, ...] | None = None
     seed: int | None = None
     n: int = 1
+    json_schema: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, (list, str)):

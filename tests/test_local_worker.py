@@ -127,7 +127,7 @@ def test_worker_killed_mid_run_in_a_kernel_keeps_the_kernel_and_its_variables(
     code = (
         "from forgekit import methods\n"
         f"df = methods.generate({items!r}, user='Write two sentences about {{{{ topic }}}}.', "
-        f"out={str(out)!r}, max_tokens=32, concurrency=4, progress=False)"
+        f"out={str(out)!r}, params={{'max_tokens': 32}}, concurrency=4, progress=False)"
     )
     km, kc = start_new_kernel(kernel_name="python3", startup_timeout=60)
     try:

@@ -91,8 +91,11 @@ class LocalModel:
         template: str | None = "smollm2",
         n_ctx: int = 2048,
         n_threads: int | None = None,
+        max_concurrency: int | None = None,
     ) -> None:
         self.name = name
+        if max_concurrency:
+            self.default_concurrency = max_concurrency
         self.template = template
         self._path = str(model_path) if model_path else None
         self._n_ctx = n_ctx

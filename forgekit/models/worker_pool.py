@@ -36,6 +36,9 @@ DEFAULT_IDLE_S = 600.0
 DEFAULT_SLOTS = 8
 _START_TIMEOUT_S = 300.0  # loading a big GGUF from a slow disk, not a hang detector
 _CHILDREN: dict[int, subprocess.Popen] = {}  # workers this process started: exit statuses
+# A forked process (forge batch --jobs) cannot wait for its parent's children: it asks the OS.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_CHILDREN.clear)
 
 
 @dataclass(frozen=True)
@@ -240,7 +243,8 @@ def death_notice(worker: Worker) -> str | None:
         if time.monotonic() > deadline:
             return None
         time.sleep(0.05)
-    child = _CHILDREN.pop(worker.pid, None)
+    # Not popped: the run's other requests to this worker ask too, and get the same answer.
+    child = _CHILDREN.get(worker.pid)
     cause = exit_cause(child.returncode) if child is not None else "is gone"
     with _locked(worker.state):
         found = _read_state(worker.state)

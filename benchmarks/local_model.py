@@ -6,7 +6,8 @@ Writes benchmarks/results/local_model.json. Every configuration runs in its own 
 llama.cpp contexts in one process slow each other down, DESIGN.md §7), and each forgekit
 configuration gets a fresh worker of its own, stopped afterwards:
 - direct: llama_cpp.Llama(n_threads=2 or the core count).create_chat_completion, greedy,
-  the prompts one after another;
+  the prompts one after another; once as is, once with OMP_WAIT_POLICY=PASSIVE (what the
+  worker runs with, see forgekit/models/worker_pool.py);
 - forgekit at concurrency 1, 4, 8, 16: the same chat prompts through forgekit's engine
   (`model="local"`, cache off), greedy.
 Reported: aggregate completion tokens/s, the ratio to direct, and how many greedy outputs
@@ -111,7 +112,7 @@ def seeded_repeats(model) -> bool:
 
 
 def child(args: argparse.Namespace) -> None:
-    if args.config == "direct":
+    if args.config.startswith("direct"):
         report = run_direct(args.prompts, args.max_tokens, args.threads)
     else:
         report = run_forgekit(args.prompts, args.max_tokens, int(args.config))
@@ -123,7 +124,10 @@ def measure(config: str, args: argparse.Namespace) -> dict:
         sys.executable, __file__, "--config", config, "--prompts", str(args.prompts),
         "--max-tokens", str(args.max_tokens), "--threads", str(args.threads),
     ]  # fmt: skip
-    proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    env = dict(os.environ)
+    if config == "direct-passive":  # the worker's own OpenMP setting, for a like-for-like row
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
@@ -145,6 +149,8 @@ def main() -> None:
     load_before = os.getloadavg()
     direct = measure("direct", args)
     direct_tps = direct["completion_tokens"] / direct["seconds"]
+    passive = measure("direct-passive", args)
+    passive_tps = passive["completion_tokens"] / passive["seconds"]
     rows, texts = [], {}
     for concurrency in [int(c) for c in args.concurrency.split(",")]:
         found = measure(str(concurrency), args)
@@ -156,6 +162,7 @@ def main() -> None:
             "seconds": round(found["seconds"], 2),
             "tokens_per_s": round(tps, 1),
             "ratio_vs_direct": round(tps / direct_tps, 3),
+            "ratio_vs_direct_passive": round(tps / passive_tps, 3),
             "greedy_differs_from_direct": sum(
                 a != b for a, b in zip(found["texts"], direct["texts"])
             ),
@@ -183,12 +190,24 @@ def main() -> None:
             "seconds": round(direct["seconds"], 2),
             "tokens_per_s": round(direct_tps, 1),
         },
+        "direct_llama_cpp_omp_passive": {
+            "completion_tokens": passive["completion_tokens"],
+            "seconds": round(passive["seconds"], 2),
+            "tokens_per_s": round(passive_tps, 1),
+        },
         "forgekit": rows,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report["direct_llama_cpp"]))
+    print(
+        json.dumps(
+            {
+                "direct": report["direct_llama_cpp"],
+                "direct_passive": report["direct_llama_cpp_omp_passive"],
+            }
+        )
+    )
     print(f"wrote {out}")
 
 

@@ -111,11 +111,15 @@ class BatchedDecoder:
         return {"active": len(self._active), "waiting": len(self._waiting)}
 
     # -- text helpers (thread-safe: they only read the vocabulary) --------------------------
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        """Text -> tokens, special tokens parsed; `add_special`: the model's BOS if it wants
+        one (off for a chat template that writes its own)."""
         data = text.encode("utf-8")
         room = len(data) + 16
         tokens = (llama_cpp.llama_token * room)()
-        count = llama_cpp.llama_tokenize(self.vocab, data, len(data), tokens, room, True, True)
+        count = llama_cpp.llama_tokenize(
+            self.vocab, data, len(data), tokens, room, add_special, True
+        )
         if count < 0:  # more tokens than bytes + 16 cannot happen, but the API allows it
             raise RequestError(f"cannot tokenize a prompt of {len(data)} bytes")
         return list(tokens[:count])

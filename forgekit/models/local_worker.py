@@ -26,6 +26,7 @@ import secrets
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -52,17 +53,20 @@ class ChatPrompter:
                 text_of("tokenizer.ggml.bos_token_id"),
             )
 
-    def __call__(self, messages: list[dict[str, str]], family: str | None) -> tuple[str, tuple]:
+    def __call__(
+        self, messages: list[dict[str, str]], family: str | None
+    ) -> tuple[str, tuple[str, ...], bool]:
+        """(prompt text, stop strings, whether the tokenizer should still add BOS)."""
         if self._jinja is not None:
             formatted = self._jinja(messages=messages)
             stops = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop]
-            return formatted.prompt, tuple(s for s in stops if s)
+            return formatted.prompt, tuple(s for s in stops if s), not formatted.added_special
         from forgekit.models.chat_formats import CHAT_FORMATS
 
         fmt = CHAT_FORMATS.get(family or "chatml", CHAT_FORMATS["chatml"])
         turns = [fmt.turns.get(m["role"], fmt.turns["user"]) for m in messages]
         text = fmt.bos + "".join(t.format(content=m["content"]) for t, m in zip(turns, messages))
-        return text + fmt.turns["assistant"].split("{content}")[0], fmt.stops
+        return text + fmt.turns["assistant"].split("{content}")[0], fmt.stops, not fmt.bos
 
 
 class WorkerServer:
@@ -124,13 +128,16 @@ class WorkerServer:
     async def generate(self, request: dict[str, Any], reader: asyncio.StreamReader):
         params = request.get("params") or {}
         stops = tuple(params.get("stop") or ())
+        add_special = True
         if request.get("messages") is not None:
-            prompt, chat_stops = self.prompter(request["messages"], request.get("template"))
+            prompt, chat_stops, add_special = self.prompter(
+                request["messages"], request.get("template")
+            )
             stops += tuple(s for s in chat_stops if s not in stops)
         else:
             prompt = request.get("prompt") or ""
         loop = asyncio.get_running_loop()
-        tokens = self.decoder.tokenize(prompt)
+        tokens = self.decoder.tokenize(prompt, add_special)
         seed = params.get("seed")
         futures, jobs = [], []
         for index in range(max(1, int(params.get("n") or 1))):
@@ -219,6 +226,17 @@ class WorkerServer:
                     return
 
 
+def _decode_or_die(decoder: BatchedDecoder) -> None:
+    """The decode loop; if it fails, the process ends with the traceback in its log, and
+    clients report the death (a worker that answers nothing would hang them)."""
+    try:
+        decoder.run()
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(70)
+
+
 def _settle(future: asyncio.Future, result: dict[str, Any]) -> None:
     if not future.done():
         future.set_result(result)
@@ -252,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     faulthandler.enable()  # a native crash leaves its traceback in the worker's log
     decoder = BatchedDecoder(args.model, n_ctx=args.n_ctx, slots=args.slots, n_threads=args.threads)
-    thread = threading.Thread(target=decoder.run, name="forgekit-decode", daemon=True)
+    thread = threading.Thread(target=_decode_or_die, args=(decoder,), name="forgekit-decode")
     thread.start()
     print(f"forgekit worker pid {os.getpid()} loaded {args.model}", file=sys.stderr, flush=True)
     try:

@@ -32,6 +32,7 @@ try:
 except ImportError:  # Windows: no flock; two processes starting at once may get two workers
     fcntl = None  # type: ignore[assignment]
 
+PROTOCOL = 1  # bump when local_worker's requests or replies change: old workers are not reused
 DEFAULT_IDLE_S = 600.0
 DEFAULT_SLOTS = 8
 _START_TIMEOUT_S = 300.0  # loading a big GGUF from a slow disk, not a hang detector
@@ -66,6 +67,7 @@ class WorkerSpec:
         except importlib.metadata.PackageNotFoundError:
             version = "none"
         parts = [
+            PROTOCOL,
             os.path.realpath(self.model_path),
             stat.st_size,
             stat.st_mtime_ns,

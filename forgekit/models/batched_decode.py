@@ -83,6 +83,10 @@ class BatchedDecoder:
         params.n_seq_max = slots
         params.n_threads = params.n_threads_batch = n_threads
         params.kv_unified = False
+        # As llama-cpp-python's Llama sets it: greedy output then matches llama.cpp called
+        # directly token for token (with flash attention, "auto" on CPU, it drifts after a
+        # few dozen tokens: the same maths, summed in another order).
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self.ctx = llama_cpp.llama_init_from_model(self.model, params)
         if not self.ctx:
             raise RuntimeError(f"llama.cpp could not create a context for {model_path}")

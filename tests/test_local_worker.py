@@ -182,8 +182,9 @@ def test_greedy_output_does_not_depend_on_the_batch():
 
     one = [c.text for c in asyncio.run(alone())]
     eight = [c.text for c in asyncio.run(together())]
-    # Measured (benchmarks/local_model.py, 32 prompts x 64 tokens): no greedy output changed
-    # with the batch; allow one in eight for float noise on another CPU.
+    # Measured (benchmarks/local_model.py, 16-32 prompts x 64 tokens, concurrency 4-16 vs 1):
+    # 0 outputs changed with the batch in 6 of 7 configurations, 1 of 16 in one. One in
+    # eight is allowed for that float noise.
     assert sum(a == b for a, b in zip(one, eight)) >= len(PROMPTS) - 1
     assert all(len(text.split()) >= 3 for text in one)
 

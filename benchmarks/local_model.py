@@ -6,8 +6,8 @@ Writes benchmarks/results/local_model.json. Every configuration runs in its own 
 llama.cpp contexts in one process slow each other down, DESIGN.md §7), and each forgekit
 configuration gets a fresh worker of its own, stopped afterwards:
 - direct: llama_cpp.Llama(n_threads=2 or the core count).create_chat_completion, greedy,
-  the prompts one after another; once as is, once with OMP_WAIT_POLICY=PASSIVE (what the
-  worker runs with, see forgekit/models/worker_pool.py);
+  the prompts one after another; once as is, once with OMP_WAIT_POLICY=PASSIVE (the
+  setting README suggests for busy shared cores; the worker inherits the caller's env);
 - forgekit at concurrency 1, 4, 8, 16: the same chat prompts through forgekit's engine
   (`model="local"`, cache off), greedy.
 Reported: aggregate completion tokens/s, the ratio to direct, and how many greedy outputs
@@ -125,7 +125,7 @@ def measure(config: str, args: argparse.Namespace) -> dict:
         "--max-tokens", str(args.max_tokens), "--threads", str(args.threads),
     ]  # fmt: skip
     env = dict(os.environ)
-    if config == "direct-passive":  # the worker's own OpenMP setting, for a like-for-like row
+    if config == "direct-passive":  # OpenMP threads that sleep instead of spinning
         env["OMP_WAIT_POLICY"] = "PASSIVE"
     proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
     for line in proc.stdout.splitlines():

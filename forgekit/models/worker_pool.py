@@ -193,12 +193,6 @@ def _start(spec: WorkerSpec, state: Path) -> Worker:
         "--state", str(state), "--n-ctx", str(spec.n_ctx), "--slots", str(spec.slots),
         "--threads", str(spec.threads), "--idle", str(idle_seconds()),
     ]  # fmt: skip
-    env = dict(os.environ)
-    if "GOMP_SPINCOUNT" not in env:
-        # llama.cpp's OpenMP threads spin between operations by default. When the cores are
-        # shared (other jobs, other agents) a spinning thread burns the time slice its
-        # partner needs: measured on 2 busy cores, 1-4 tok/s spinning vs 19-45 sleeping.
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     with open(log_path, "ab") as log:
         # Its own session: Ctrl-C in a terminal and a kernel interrupt (sent to the kernel's
         # process group) stop the caller's run, never the worker that others share.
@@ -207,7 +201,6 @@ def _start(spec: WorkerSpec, state: Path) -> Worker:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            env=env,
             start_new_session=True,
         )
     _CHILDREN[proc.pid] = proc

@@ -120,11 +120,15 @@ def compare(
 
 
 def local_model(tokens: int, runs: int) -> dict:
+    from llama_cpp import Llama
+
     from forgekit.engine import RunConfig, Task, run
     from forgekit.models import get_model
 
+    # In this process, while forgekit's model runs in its worker process: the two contexts
+    # do not share a process (benchmarks/local_model.py measures each side in its own).
     model = get_model("local")
-    llama = model.llama()
+    llama = Llama(model_path=model.path, n_ctx=2048, n_threads=os.cpu_count(), verbose=False)
     prompt = (
         "<|im_start|>user\nWrite a long story about a lighthouse keeper.<|im_end|>\n"
         "<|im_start|>assistant\n"

@@ -130,3 +130,36 @@ def read_jsonl(path: Path) -> list[dict]:
 def pytest_collection_modifyitems(config, items):
     # Keep slow tests last so failures in fast ones show first.
     items.sort(key=lambda item: 1 if item.get_closest_marker("slow") else 0)
+
+
+# --- the embedded model's worker processes (forgekit/models/worker_pool.py) ---------------
+@pytest.fixture(scope="session", autouse=True)
+def model_workers(tmp_path_factory):
+    """One worker dir for the session (so model tests share one loaded model), a short idle
+    timeout as a backstop, and every worker stopped at the end: nothing is left running."""
+    import os
+
+    from forgekit.models.worker_pool import stop_workers
+
+    folder = tmp_path_factory.mktemp("workers")
+    saved = {k: os.environ.get(k) for k in ("FORGEKIT_WORKER_DIR", "FORGEKIT_WORKER_IDLE")}
+    os.environ["FORGEKIT_WORKER_DIR"] = str(folder)
+    os.environ["FORGEKIT_WORKER_IDLE"] = "120"
+    yield folder
+    stop_workers()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def own_workers(tmp_path, monkeypatch):
+    """A worker dir of this test's own (no worker running yet), stopped afterwards."""
+    from forgekit.models.worker_pool import stop_workers
+
+    folder = tmp_path / "workers"
+    monkeypatch.setenv("FORGEKIT_WORKER_DIR", str(folder))
+    yield folder
+    stop_workers()

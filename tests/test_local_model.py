@@ -50,7 +50,7 @@ def test_n_samples_with_seeds_differ_and_weights_load_once(local):
     params = SamplingParams(max_tokens=16, temperature=1.0, seed=11, n=2)
     completion = asyncio.run(local.complete("Once upon a time", params))
     assert len(completion.texts) == 2 and completion.texts[0] != completion.texts[1]
-    assert local.llama() is get_model("local").llama()  # one Llama instance, reused
+    assert local.worker() == get_model("local").worker()  # one worker, reused
 
 
 def test_magpie_on_local_model_with_cache_and_resume(tmp_path):

@@ -29,7 +29,7 @@ class Task:
 class RunConfig:
     """How to run: limits, retries, budgets, cache, progress. All optional."""
 
-    concurrency: int | None = None  # default: the model's own (1 for local, 32 for HTTP)
+    concurrency: int | None = None  # default: the model's own (8 for local, 32 for HTTP)
     # Adapt each endpoint's concurrency (1..concurrency) to 429s, timeouts and rising
     # latency (forgekit.engine.adaptive); False: always `concurrency` in flight.
     adaptive: bool = True

@@ -21,6 +21,7 @@ def model_from_profile(profile: ModelProfile) -> Model:
             template=profile.template or "smollm2",
             n_ctx=profile.n_ctx,
             n_threads=profile.n_threads,
+            max_concurrency=profile.max_concurrency,
         )
     from forgekit.models.openai_compat import OpenAICompatibleModel
 

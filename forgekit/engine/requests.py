@@ -125,7 +125,7 @@ class RequestGate:
                 self.stats.cached += 1
                 return hit
         estimate = _estimate_prompt_tokens(payload) + (params.max_tokens or 256) * params.n
-        attempt = 0
+        attempt = free_retries = 0
         while True:
             attempt += 1
             if self.stopping():
@@ -136,6 +136,7 @@ class RequestGate:
             slot = self.concurrency.for_endpoint(_endpoint(model))
             ticket = await slot.acquire() if slot is not None else 0
             sent = time.monotonic()
+            limit_when_sent = getattr(slot, "current", None)
             try:
                 if kind == "chat":
                     completion = await model.chat(payload, params)
@@ -145,6 +146,17 @@ class RequestGate:
                 if slot is not None:
                     slot.release(ticket, None, overload=is_overload(exc))
                 self.limiter.settle(estimate, 0)
+                if (
+                    is_overload(exc)
+                    and limit_when_sent is not None
+                    and slot.current < limit_when_sent
+                    and free_retries < FREE_OVERLOAD_RETRIES
+                ):
+                    # Sent while adaptive concurrency was still above the server's capacity,
+                    # which this answer has just lowered: the request was not at fault, so
+                    # the retry does not use up one of its attempts (bounded, never endless).
+                    free_retries += 1
+                    attempt -= 1
                 if attempt >= self.retry.max_attempts:
                     raise RetryableModelError(
                         f"{exc} (gave up after {attempt} attempts)", status=exc.status
@@ -177,6 +189,10 @@ class RequestGate:
         self.stats.cost += cost
         self.budget.spend(usage.total_tokens, cost)
         self.limiter.settle(estimate, usage.total_tokens)
+
+
+# Overload retries that do not count as attempts while adaptive concurrency is coming down.
+FREE_OVERLOAD_RETRIES = 10
 
 
 def _endpoint(model: Model) -> str:

@@ -25,7 +25,7 @@ from forgekit.data.records import fingerprint
 from forgekit.engine.batch_api import CURRENT_TASK, BatchBook, BatchGate, TaskRequests
 from forgekit.engine.batch_ledger import BatchLedger
 from forgekit.engine.core import Engine, _known_length
-from forgekit.engine.progress import ProgressReporter, has_progress_default, use_progress
+from forgekit.engine.progress import ProgressReporter
 from forgekit.engine.requests import StopRun
 from forgekit.engine.types import RunConfig, RunResult, Task
 from forgekit.models import Model
@@ -218,7 +218,7 @@ async def arun_batch(
     job: dict[str, Any] | None = None,
 ) -> RunResult:
     """Run `tasks` through the provider's batch API (same arguments and result as `arun`)."""
-    from forgekit.engine.bridge import environment_progress
+    from forgekit.engine.bridge import with_display
 
     async def go() -> RunResult:
         engine = BatchEngine(model, config, out, job)
@@ -228,10 +228,7 @@ async def arun_batch(
             await engine.book.aclose()
             await engine.aclose()
 
-    if has_progress_default():
-        return await go()
-    with use_progress(environment_progress):
-        return await go()
+    return await with_display(go)
 
 
 def check_batch_models(models: Iterable[Model]) -> None:

@@ -67,10 +67,16 @@ async def arun(
     """Run `tasks` (async API: await it in a coroutine or a notebook cell). See `run` for
     the synchronous one."""
     kwargs = {"model": model, "out": out, "config": config, "limit": limit, "job": job}
+    return await with_display(lambda: run_engine(tasks, **kwargs))
+
+
+async def with_display(make: Callable[[], Awaitable[RunResult]]) -> RunResult:
+    """Await `make()` with progress shown where the calling context chose, else where the
+    environment suggests (`environment_progress`): shared by `arun` and batch mode."""
     if has_progress_default():
-        return await run_engine(tasks, **kwargs)
+        return await make()
     with use_progress(environment_progress):
-        return await run_engine(tasks, **kwargs)
+        return await make()
 
 
 def run(

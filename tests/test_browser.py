@@ -11,19 +11,15 @@ runs it when /usr/bin/chromium is missing.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.jupyter_server import jupyter_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -52,82 +48,15 @@ CELLS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def jupyter_lab(tmp_path, stub_model):
-    """A JupyterLab server on 127.0.0.1 with a temp root, config and workspace; its kernels
-    inherit this test's environment (cache dir, the stub's model profile)."""
+    """A JupyterLab server on 127.0.0.1 with a temp root, config and workspace
+    (tests/jupyter_server.py); its kernels inherit this test's environment (cache dir, the
+    stub's model profile)."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (apt-get install chromium)")
-    root = tmp_path / "root"
-    root.mkdir()
-    config = tmp_path / "jupyter-config"
-    (config / "labconfig").mkdir(parents=True)
-    # No news/update pop-ups (they would also try to reach the network).
-    (config / "labconfig" / "page_config.json").write_text(
-        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
-    )
-    # Render every cell: JupyterLab 4 otherwise detaches cells scrolled out of view.
-    settings = tmp_path / "lab-settings"
-    tracker = settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
-    tracker.parent.mkdir(parents=True)
-    tracker.write_text(json.dumps({"windowingMode": "none"}))
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {
-        **os.environ,
-        "JUPYTER_CONFIG_DIR": str(config),
-        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
-    }
-    log = (tmp_path / "jupyter.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyterlab",
-            "--no-browser",
-            "--allow-root",  # CI runs as root
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={port}",
-            "--ServerApp.port_retries=0",
-            f"--ServerApp.root_dir={root}",
-            f"--IdentityProvider.token={token}",
-            f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
-            f"--LabApp.user_settings_dir={settings}",
-            "--LabApp.expose_app_in_browser=True",
-            "--LabServerApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-            "--LabApp.extension_manager=readonly",  # no PyPI queries
-        ],
-        cwd=root,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"jupyter lab did not start:\n{(tmp_path / 'jupyter.log').read_text()}")
-            time.sleep(0.3)
-    try:
-        yield root, base, token
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with jupyter_server(tmp_path) as server:
+        yield server.root, server.base, server.token
 
 
 def _notebook(root: Path) -> str:

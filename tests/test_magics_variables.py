@@ -7,7 +7,7 @@ import shlex
 import pytest
 from IPython.testing.globalipapp import start_ipython
 
-from forgekit.jupyter.magics import expand_variables
+from forgekit.jupyter.magic_args import expand_variables
 
 
 def test_expansion_rules():

@@ -7,7 +7,8 @@ import sys
 import nbformat
 import pytest
 
-from forgekit.batch import absolute_inputs, check_parameters, load_grid, run_batch
+from forgekit.batch import run_batch
+from forgekit.batch_grid import absolute_inputs, check_parameters, load_grid
 from forgekit.errors import ConfigError
 from tests.conftest import read_jsonl
 

@@ -199,7 +199,8 @@ def test_inputs_a_method_refuses_go_to_the_engines_errors_file(echo_method, tmp_
 RANK = {"data": 1, "models": 2, "engine": 3, "methods": 4, "evaluate": 4, "cli": 6, "jupyter": 7}
 # forgekit.distributed runs methods and evaluations on Ray: the layer of what it runs.
 RANK["distributed"] = 4
-TOP = {"runfile": 5, "batch": 5, "background": 5, "export": 5}  # library entry points above
+# library entry points above
+TOP = {"runfile": 5, "batch": 5, "batch_grid": 5, "background": 5, "export": 5}
 # `%load_ext forgekit` needs the package root to name the magics: it imports them lazily.
 ROOT_PACKAGE = "forgekit"
 

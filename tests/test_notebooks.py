@@ -11,7 +11,7 @@ import nbformat
 import papermill
 import pytest
 
-from forgekit.batch import template_parameters
+from forgekit.batch_grid import template_parameters
 from tests.notebook_checks import printed, read_jsonl, run_errors, stream_text, this_run
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -134,3 +134,18 @@ def test_shard_retries_option():
         run_config_from_args(parse(["generate", "-i", "x", "--user", "u", "--shard-retries", "-1"]))
     with pytest.raises(ConfigError, match="shard_retries must be a whole number >= 0"):
         RunConfig(shard_retries=-1)
+
+
+def test_a_resumed_magpie_claims_the_instructions_in_its_parts_torn_tail_aside(tmp_path):
+    from forgekit.distributed.shard_board import claim_digest
+    from forgekit.distributed.shards import _claimed_keys
+
+    part = tmp_path / "shard-00000.jsonl"
+    part.write_text(
+        '{"id": "a", "input": "Name  a Fruit?", "history": [["First turn", "ok"]]}\n'
+        '{"id": "b", "input": "Why?"}\n'
+        '{"id": "c", "inp'  # a worker killed mid-line
+    )
+    method = prepared(Magpie, [], n=2, template="chatml").method
+    keys = _claimed_keys(method, [part, tmp_path / "shard-00001.jsonl"])
+    assert keys == [claim_digest(k) for k in ("first turn", "name a fruit?", "why?")]

@@ -35,6 +35,7 @@ forgekit.distributed.cluster).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections import Counter
@@ -56,7 +57,7 @@ from forgekit.distributed.shard_plan import (
 )
 from forgekit.distributed.shard_worker import ShardSpec
 from forgekit.engine import RunConfig, run_sync
-from forgekit.engine.store import JsonlStore, write_json_atomic
+from forgekit.engine.store import write_json_atomic
 from forgekit.errors import ConfigError, StoreError
 from forgekit.methods.gate import GateOptions, record_in_manifest
 from forgekit.methods.runner import prepare_call, read_input
@@ -187,14 +188,22 @@ def run_sharded(
 
 
 def _claimed_keys(method: Method, parts: list[Path]) -> list[bytes]:
-    """The dedup keys of every record already in the parts (as the board keeps them)."""
-    return [
-        claim_digest(key)
-        for part in parts
-        if part.exists()
-        for record in JsonlStore(part).records()
-        for key in method.dedup_keys(record)
-    ]
+    """The dedup keys of every record already in the parts (as the board keeps them). Only
+    whole lines count: a line torn by a killed worker holds no record (its shard's store
+    repairs it, and reports any other bad line when it opens the part)."""
+    keys = []
+    for part in parts:
+        if not part.exists():
+            continue
+        with open(part, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line) if line.endswith("\n") and line.strip() else None
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(record, dict):
+                    keys += [claim_digest(key) for key in method.dedup_keys(record)]
+    return keys
 
 
 def merged_gate(gate: GateOptions, shards: list[dict[str, Any]]) -> dict[str, Any]:

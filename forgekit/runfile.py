@@ -57,6 +57,7 @@ class RunSection(BaseModel):
     engine: Literal["local", "ray"] | None = None
     shards: int | None = Field(None, ge=1)
     ray_address: str | None = None
+    shard_retries: int | None = Field(None, ge=0)
     batch: bool | None = None  # the provider's batch API (forgekit.engine.batch_api)
     batch_poll_s: float | None = Field(None, gt=0)
     batch_failed: Literal["resubmit", "online"] | None = None

@@ -6,7 +6,8 @@ POST /v1/completions, POST /v1/embeddings, GET /v1/models. Answers are determini
   completion: "completion: <last 40 chars of the prompt>"
 
 Scripted answers: `rules` of {"match": regex, "content": text} or {"match": ..., "contents":
-[...]} (answered in turn).
+[...]} (answered in turn), or {"match": ..., "by_seed": [...]} (the answer at the request's
+seed modulo the list's length: the same seed, the same answer, whatever the order).
 
 Faults are injected per distinct request body, deterministically: a body whose hash falls
 under `fault_rate` fails on its first `faults_per_request` attempts, then succeeds. So a run
@@ -124,7 +125,7 @@ class Stub:
         if path.endswith("/chat/completions"):
             messages = request.get("messages") or []
             last = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
-            text = self.scripted(json.dumps(messages, ensure_ascii=False))
+            text = self.scripted(json.dumps(messages, ensure_ascii=False), request.get("seed"))
             text = f"echo: {last}" if text is None else text
             prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
             choices = [
@@ -138,7 +139,7 @@ class Stub:
             kind = "chat.completion"
         else:
             prompt = request.get("prompt") or ""
-            text = self.scripted(prompt)
+            text = self.scripted(prompt, request.get("seed"))
             text = f"completion: {prompt[-40:]}" if text is None else text
             prompt_tokens = len(prompt.split())
             choices = [{"index": i, "text": text, "finish_reason": "stop"} for i in range(n)]
@@ -156,11 +157,14 @@ class Stub:
             },
         }
 
-    def scripted(self, text: str) -> str | None:
-        """The first rule whose regex matches: its `content`, or the next of its `contents`
-        (in turn, cycling; use concurrency=1 where the order matters)."""
+    def scripted(self, text: str, seed: int | None = None) -> str | None:
+        """The first rule whose regex matches: its `content`, the next of its `contents`
+        (in turn, cycling; use concurrency=1 where the order matters), or its `by_seed`
+        entry for the request's seed."""
         for index, rule in enumerate(self.config.get("rules") or []):
             if re.search(rule["match"], text, re.DOTALL):
+                if "by_seed" in rule:
+                    return rule["by_seed"][int(seed or 0) % len(rule["by_seed"])]
                 if "contents" in rule:
                     turn = self.rule_turns[index]
                     self.rule_turns[index] += 1

@@ -17,8 +17,9 @@ from forgekit.methods.runner import prepare_call
 from forgekit.models.scripted import ScriptedModel
 
 
-def prepared(cls, records, **options) -> Prepared:
-    return Prepared(*prepare_call(cls, records, options, ScriptedModel()))
+def prepared(cls, records, gate=None, **options) -> Prepared:
+    target = gate.target if gate is not None else None
+    return Prepared(*prepare_call(cls, records, options, ScriptedModel(), target), gate=gate)
 
 
 def test_items_split_in_contiguous_slices_and_n_is_shared():
@@ -79,6 +80,8 @@ def test_yaml_run_section_takes_the_ray_options(tmp_path):
     )
     config = load_plan(path).kwargs["config"]
     assert (config.engine, config.shards) == ("ray", 2)
+    path.write_text(path.read_text().replace("shards: 2", "shards: 2, shard_retries: 0"))
+    assert load_plan(path).kwargs["config"].shard_retries == 0
     path.write_text(path.read_text().replace("engine: ray", "engine: spark"))
     with pytest.raises(ConfigError, match="engine"):
         load_plan(path)
@@ -93,3 +96,56 @@ def test_shard_summaries_add_up():
     )
     assert merged["counts"] == {"a": 3, "b": 1} and merged["generations"] == 10
     assert merged["rounds"] == [{"round": 2, "evolved": 5}]
+
+
+def test_a_gate_target_is_split_like_n():
+    from forgekit.methods.gate import GateOptions
+    from forgekit.methods.judge import Judge
+
+    data = [{"input": f"q {i}", "output": "a"} for i in range(10)]
+    gate = GateOptions(target=5, min_score=4)
+    plan = plan_shards(Judge, prepared(Judge, data, gate), 3)
+    assert plan.slices == [(0, 4), (4, 7), (7, 10)] and plan.total == 5
+    assert [(g.target, g.min_score) for g in plan.gates] == [(2, 4), (2, 4), (1, 4)]
+    few = plan_shards(Judge, prepared(Judge, data, GateOptions(target=2)), 8)
+    assert few.count == 2 and [g.target for g in few.gates] == [1, 1]  # no shard without work
+    # Without a target every shard applies the same checks to all its records.
+    checks = plan_shards(Judge, prepared(Judge, data, GateOptions(min_score=3)), 2)
+    assert checks.total == 10 and [g.target for g in checks.gates] == [None, None]
+    # generate's endless stream under a target: interleaved, ids as in a local run.
+    stream = plan_shards(
+        Generate, prepared(Generate, [{"n": 1}], GateOptions(target=7), user="u"), 2
+    )
+    assert (stream.slices, stream.step, stream.total) == (None, 2, 7)
+    assert [g.target for g in stream.gates] == [4, 3]
+    # Magpie's n is the target (the runner sets it): shares of n and of the target agree.
+    magpie = plan_shards(
+        Magpie, prepared(Magpie, [], GateOptions(target=5), n=5, template="chatml"), 2
+    )
+    assert [o["n"] for o in magpie.overrides] == [g.target for g in magpie.gates] == [3, 2]
+
+
+def test_shard_retries_option():
+    args = parse(["generate", "--input", "x.jsonl", "--user", "u", "--ray", "--shard-retries", "0"])
+    assert run_config_from_args(args).shard_retries == 0
+    default = parse(["generate", "--input", "x.jsonl", "--user", "u", "--ray"])
+    assert run_config_from_args(default).shard_retries == 2
+    with pytest.raises(ConfigError, match="--shard-retries must be >= 0"):
+        run_config_from_args(parse(["generate", "-i", "x", "--user", "u", "--shard-retries", "-1"]))
+    with pytest.raises(ConfigError, match="shard_retries must be a whole number >= 0"):
+        RunConfig(shard_retries=-1)
+
+
+def test_a_resumed_magpie_claims_the_instructions_in_its_parts_torn_tail_aside(tmp_path):
+    from forgekit.distributed.shard_board import claim_digest
+    from forgekit.distributed.shards import _claimed_keys
+
+    part = tmp_path / "shard-00000.jsonl"
+    part.write_text(
+        '{"id": "a", "input": "Name  a Fruit?", "history": [["First turn", "ok"]]}\n'
+        '{"id": "b", "input": "Why?"}\n'
+        '{"id": "c", "inp'  # a worker killed mid-line
+    )
+    method = prepared(Magpie, [], n=2, template="chatml").method
+    keys = _claimed_keys(method, [part, tmp_path / "shard-00001.jsonl"])
+    assert keys == [claim_digest(k) for k in ("first turn", "name a fruit?", "why?")]

@@ -94,7 +94,8 @@ def test_killed_shard_worker_loses_nothing_and_a_rerun_resumes_it(
 
     def first_run() -> None:
         try:
-            box["df"] = generate(data, engine="ray", shards=2, out=out, **call)
+            # No relaunch: the lost shard waits for the user's re-run.
+            box["df"] = generate(data, engine="ray", shards=2, out=out, shard_retries=0, **call)
         except BaseException as exc:
             box["error"] = exc
 
@@ -121,6 +122,52 @@ def test_killed_shard_worker_loses_nothing_and_a_rerun_resumes_it(
     for part in parts:  # nothing duplicated in any part
         ids = [r["id"] for r in read_jsonl(part)]
         assert len(ids) == len(set(ids)) == 200
+
+
+def test_a_lost_shard_is_relaunched_and_the_same_call_completes(
+    ray_cluster, stub, stub_model, tmp_path
+):
+    from forgekit.distributed.shards import shard_worker_pids
+
+    data = [{"n": i} for i in range(400)]
+    call = {"user": "Number {{ n }}", "model": stub_model, "cache": False, **QUIET}
+    expected = [comparable(r) for r in generate(data, **call).to_dict("records")]
+    # Shard 2 of 2 holds items 200-399: the stub answers 200-249, then holds the rest.
+    stub.configure(hold_match=r"Number (2[5-9]\d|3\d\d)\b")
+    out = tmp_path / "relaunched.jsonl"
+    parts = [tmp_path / "relaunched.jsonl.parts" / f"shard-0000{k}.jsonl" for k in (0, 1)]
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["df"] = generate(data, engine="ray", shards=2, out=out, **call)  # 2 retries
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_until(lambda: complete_lines(parts[0]) == 200, "shard 1 to finish")
+    wait_until(lambda: complete_lines(parts[1]) == 50, "shard 2 to write its 50 answers")
+    lost = shard_worker_pids(out)[1]
+    os.kill(lost, signal.SIGKILL)
+    wait_until(lambda: shard_worker_pids(out).get(1, lost) != lost, "shard 2's relaunch")
+    stub.configure()  # release what the stub holds; counters start again at 0
+    thread.join(timeout=300)
+    assert not thread.is_alive() and "error" not in box, box.get("error")
+    info = box["df"].attrs["forgekit"]
+    assert info["status"] == "completed"
+    assert stub.stats()["ok"] == 150  # the relaunch resumed from the part: 250-399 only
+    assert [comparable(r) for r in box["df"].to_dict("records")] == expected
+    assert [comparable(r) for r in read_jsonl(out)] == expected
+    for part in parts:  # every record exactly once
+        ids = [r["id"] for r in read_jsonl(part)]
+        assert len(ids) == len(set(ids)) == 200
+    shards = info["shards"]
+    assert "relaunches" not in shards[0] and shards[1]["relaunches"]["count"] == 1
+    assert "Worker" in shards[1]["relaunches"]["after"][0]  # why: the worker died
+    assert [s["stats"]["skipped"] for s in shards] == [0, 50]
+    manifest = json.loads(out.with_name("relaunched.manifest.json").read_text())
+    assert manifest["shard_relaunches"] == 1 and manifest["status"] == "completed"
 
 
 def test_a_generating_method_splits_its_target_with_distinct_seeds(

@@ -95,6 +95,14 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         help="split the run into N shards on Ray (default with --ray: the cluster's CPUs)",
     )
     group.add_argument(
+        "--shard-retries",
+        type=int,
+        default=2,
+        metavar="N",
+        help="relaunch a shard whose Ray worker or node died up to N times, resuming from its "
+        "part (default 2; an error the method raised is not retried)",
+    )
+    group.add_argument(
         "--dry-run",
         action="store_true",
         help="send nothing: show the requests, prompt and completion tokens and the cost "
@@ -303,10 +311,14 @@ def run_config_from_args(args: argparse.Namespace, ctx: Any = None) -> RunConfig
         )
     if shards is not None and shards < 1:
         raise ConfigError(f"--shards must be >= 1, got {shards}")
+    retries = getattr(args, "shard_retries", 2)
+    if retries < 0:
+        raise ConfigError(f"--shard-retries must be >= 0, got {retries}")
     return RunConfig(
         engine="ray" if address is not None or shards is not None else "local",
         shards=shards,
         ray_address=address or None,
+        shard_retries=retries,
         concurrency=args.concurrency,
         adaptive=not getattr(args, "no_adaptive", False),
         rpm=args.rpm,

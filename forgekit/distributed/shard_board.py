@@ -5,13 +5,21 @@ the driver reads a snapshot about five times a second and turns it into the usua
 events for the RunMonitor, the text bar and the magics. A cancel from the driver travels
 back as the answer to the shards' next report. The board also knows each shard's worker pid
 (`forgekit.distributed.shards.shard_worker_pids`: for operators, and for tests that kill a
-worker on purpose).
+worker on purpose). And it holds the run's dedup claims: a method that drops repeats
+(Magpie's instructions) claims each key here, so the first shard to claim a key keeps it and
+the others treat it as a repeat (`claim_digest`: keys travel and stay as 16-byte digests).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from typing import Any
+
+
+def claim_digest(key: str) -> bytes:
+    """What the board keeps of a dedup key (16 bytes, whatever the key's length)."""
+    return hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
 
 
 class RunBoard:
@@ -25,6 +33,7 @@ class RunBoard:
         self.latest: deque[dict[str, Any]] = deque(maxlen=20)
         self.errors: list[dict[str, Any]] = []  # every error, each with its shard
         self.cancelled = False
+        self.claimed: set[bytes] = set()  # dedup keys' digests (claim_digest)
 
 
 class ShardBoard:
@@ -64,6 +73,22 @@ class ShardBoard:
         board.latest.extend(latest)
         board.errors.extend({**error, "shard": shard} for error in errors)
         return board.cancelled
+
+    def claim(self, run: str, digest: bytes) -> bool:
+        """True when this is the first claim of the key in the run (the claimant keeps it)."""
+        board = self.runs.get(run)
+        if board is None:  # the driver closed the run: its shard is orphaned
+            return True
+        if digest in board.claimed:
+            return False
+        board.claimed.add(digest)
+        return True
+
+    def seed_claims(self, run: str, digests: list[bytes]) -> int:
+        """Keys the records already in the parts hold (a resumed run); how many are known."""
+        board = self.runs[run]
+        board.claimed.update(digests)
+        return len(board.claimed)
 
     def cancel(self, run: str) -> None:
         if run in self.runs:

@@ -166,10 +166,13 @@ def merge_shards(
     prepared: Any,
     config: RunConfig,
     started_at: float,
+    relaunches: dict[int, Any] | None = None,
 ) -> tuple[RunResult, dict[str, Any], BaseException | None]:
     """One result from the shards' outcomes (and their parts); writes `out` and its manifest.
     Returns the result, the method summary (with a `shards` entry) and the first error a
-    shard raised (to raise after the merge), if any."""
+    shard raised (to raise after the merge), if any. `relaunches`: per shard that lost a
+    worker and was relaunched (shard_drive.Relaunches): why, and what the lost attempts spent."""
+    relaunches = relaunches or {}
     records: list[dict[str, Any]] = []
     stats: list[RunStats] = []
     errors: list[dict[str, Any]] = []
@@ -187,8 +190,10 @@ def merge_shards(
             errors += [{**e, "shard": k} for e in outcome["errors"]]
             summaries.append(outcome["summary"])
             s_status, s_reason = outcome["status"], outcome["stop_reason"]
+            gate = outcome.get("gate")
         else:
-            order = _first_stage_ids(prepared, spec.lo, spec.hi) if spec.lo is not None else None
+            sliced = spec.lo is not None and spec.hi is not None
+            order = _first_stage_ids(prepared, spec.lo, spec.hi) if sliced else None
             mine = _part_records(spec.part, order) if spec.part else []
             one = _stats(snapshot["stats"].get(k))
             errors += [e for e in snapshot["errors"] if e.get("shard") == k]
@@ -197,8 +202,12 @@ def merge_shards(
             s_reason = what.splitlines()[0][:300]
             if spec.part:
                 s_reason += "; a re-run resumes its unfinished items"
-            if outcome is not None and not _is_lost_worker(outcome) and raised is None:
+            if outcome is not None and not is_lost_worker(outcome) and raised is None:
                 raised = outcome
+            gate = None  # its counts went with the worker
+        lost = relaunches.get(k)
+        if lost is not None:  # what the lost attempts spent counts too
+            one = _total_stats([one, lost.spent])
         records += mine
         stats.append(one)
         if s_status != "completed" and status == "completed":
@@ -211,8 +220,11 @@ def merge_shards(
                 "part": spec.part,
                 "records": len(mine),
                 "slice": [spec.lo, spec.hi] if spec.lo is not None else None,
+                **({"every": spec.step} if spec.step != 1 else {}),
                 "options": spec.overrides,
                 "stats": asdict(one),
+                **({"relaunches": lost.public()} if lost is not None else {}),
+                **({"gate": gate} if gate is not None else {}),
             }
         )
     total = _total_stats(stats)
@@ -224,7 +236,7 @@ def merge_shards(
     return result, summary, raised
 
 
-def _is_lost_worker(error: BaseException) -> bool:
+def is_lost_worker(error: BaseException) -> bool:
     """A worker or node that died (resumable), not an error the method raised."""
     return type(error).__module__.startswith("ray.")
 
@@ -292,6 +304,7 @@ def _write_merged(
         "this_run": asdict(result.stats),
         "totals": totals,
         "errors_file": errors_path.name if error_lines else None,
+        "shard_relaunches": sum(s.get("relaunches", {}).get("count", 0) for s in shards),
         "shards": shards,
     }
     text = scrub(json.dumps(manifest, default=str))

@@ -13,6 +13,7 @@ in its arguments or its runtime_env.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections import deque
@@ -39,10 +40,12 @@ class ShardSpec:
     part: str | None  # this shard's JSONL part (None: records come back in the result)
     lo: int | None = None  # the slice of the work items [lo, hi); None: the whole stream
     hi: int | None = None
+    step: int = 1  # >1: positions lo, lo + step, ... of an endless stream (no hi)
     report_input_errors: bool = True  # one shard reports the inputs the method refused
     overrides: dict[str, Any] = field(default_factory=dict)  # option changes (n, seed)
     run: str = ""  # the run's key on the ShardBoard
     cwd: str | None = None  # the driver's working directory (relative paths mean the same)
+    gate: Any = None  # this shard's GateOptions (its share of a target), or None
 
 
 def clip(value: Any) -> Any:
@@ -121,6 +124,21 @@ class Reporter:
             pass
 
 
+class BoardClaims:
+    """A method's dedup claims (forgekit.methods.spec.SeenKeys), made on the run's board so
+    that every shard sees every other shard's keys: one actor call per new key, awaited on
+    the shard's event loop (a Ray ObjectRef is awaitable), small next to a model request."""
+
+    def __init__(self, board: Any, run: str) -> None:
+        self.board = board
+        self.run = run
+
+    async def claim(self, key: str) -> bool:
+        from forgekit.distributed.shard_board import claim_digest
+
+        return await self.board.claim.remote(self.run, claim_digest(key))
+
+
 @dataclass
 class _Stats:
     """Adapts a RunStats to what RunStats.total reads (`.stats`)."""
@@ -142,6 +160,7 @@ def run_shard(
 
 def _run_shard(spec: ShardSpec, records: list[Any], board: Any) -> dict[str, Any]:
     from forgekit.engine import run_sync
+    from forgekit.methods.gate import Gate
     from forgekit.methods.runner import Run, prepare_call
 
     reporter = Reporter(board, spec.run, spec.index)
@@ -150,19 +169,33 @@ def _run_shard(spec: ShardSpec, records: list[Any], board: Any) -> dict[str, Any
     try:
         cls = spec.method
         kwargs = {**spec.kwargs, **spec.overrides}
-        method, models, items, job = prepare_call(cls, records, kwargs, spec.model)
-        if spec.lo is not None:
+        claims = BoardClaims(board, spec.run) if cls.dedups() else None
+        target = spec.gate.target if spec.gate is not None else None
+        method, models, items, job = prepare_call(
+            cls, records, kwargs, spec.model, target, claims=claims
+        )
+        if spec.step != 1:  # every step-th item of an endless stream, from lo
+            items = itertools.islice(items, spec.lo, None, spec.step)
+        elif spec.lo is not None:
             items = list(items)[spec.lo : spec.hi]
         if not spec.report_input_errors:
             method.input_errors.clear()
         config = replace(
             spec.config, on_event=[reporter.handle_event], cancel_event=reporter.cancel
         )
-        run = Run(method, models, spec.part, config, job)
-        run.offset = spec.lo or 0  # the slice's records keep the ids of a local run
+        gate = Gate(spec.gate, method.score) if spec.gate is not None else None
+        run = Run(method, models, spec.part, config, job, gate)
+        # The shard's records keep the ids of a local run: the item positions it holds.
+        run.offset, run.stride = spec.lo or 0, spec.step
         result = run_sync(lambda: run.execute(items))
         status = result.status
+        gated = spec.gate is not None and spec.gate.active
         return {
+            "gate": run.gate.summary(
+                len(result.records), result.status, result.stop_reason, announce=False
+            )
+            if gated
+            else None,
             "shard": spec.index,
             "status": result.status,
             "stop_reason": result.stop_reason,

@@ -2,7 +2,7 @@
 
 `forgekit.methods.<name>(..., engine="ray", shards=4, ray_address=None)` (or `--ray [ADDRESS]
 --shards N` on the command line and in the magics, `run: {engine: ray, shards: 4}` in YAML)
-comes here from the method runner. How the work is split:
+comes here from the method runner. How the work is split (forgekit.distributed.shard_plan):
 
 - A method over input items: shard k runs the method on the contiguous slice
   [lo_k, hi_k) of the work items the method prepared, deterministically by item index, so
@@ -10,16 +10,23 @@ comes here from the method runner. How the work is split:
   across the shards.
 - A method that generates until it has `n` records (Magpie, Self-Instruct): shard k makes
   its share of `n` with its own seed (seed + k * SEED_STRIDE), so shards never repeat each
-  other's requests.
+  other's requests. A method that drops repeats (Magpie's instructions) claims each key on
+  the run's board, so the merged output has no repeat across shards either; a resumed run
+  first seeds the claims with the keys of the records already in the parts.
+- The quality gate (`target=`, `accept=`, `min_score=`): each shard gates its own records,
+  and a target is split like `n`; generate's endless stream under a target is interleaved
+  (shard k takes items k, k + N, ...). The manifest's `gate` adds up every shard's.
 - Each shard gets a share of the run's limits: concurrency, rpm, tpm, max_requests,
   max_total_tokens and max_cost divided by the number of shards.
 
 With `out=`, shard k writes `<out>.parts/shard-0000k.jsonl` (with its own errors file and
-manifest) — the engine's usual store, so a killed worker loses only its in-flight items and a
-re-run resumes every shard where its part ends. When the shards end, the parts are merged
-into `out` (shard order, then each shard's item order: the order of a local run) with one
-manifest that adds up every shard. `<out>.parts/plan.json` pins the number of shards: a
-re-run with another number is refused rather than re-doing work.
+manifest) — the engine's usual store, so a killed worker loses only its in-flight items: the
+driver relaunches the shard (up to `shard_retries` times, forgekit.distributed.shard_drive),
+which resumes where its part ends, and a re-run resumes every shard that still did not
+finish. When the shards end, the parts are merged into `out` (shard order, then each shard's
+item order: the order of a local run) with one manifest that adds up every shard.
+`<out>.parts/plan.json` pins the number of shards: a re-run with another number is refused
+rather than re-doing work.
 
 A shard worker gets the options and paths by value, settings in its runtime_env, and API keys
 by object-store reference only (Ray logs runtime_envs and records task arguments; see
@@ -28,118 +35,50 @@ forgekit.distributed.cluster).
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from itertools import pairwise
+import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from forgekit.data.records import fingerprint
-from forgekit.distributed.cluster import connect, require_ray, worker_env, worker_secrets
-from forgekit.distributed.shard_board import ShardBoard
+from forgekit.distributed.cluster import connect, require_ray
+from forgekit.distributed.shard_board import ShardBoard, claim_digest
+from forgekit.distributed.shard_drive import drive
 from forgekit.distributed.shard_merge import DriverView, merge_shards, move_aside, read_plan
-from forgekit.distributed.shard_worker import REPORT_EVERY_S, ShardSpec, run_shard
+from forgekit.distributed.shard_plan import (
+    SEED_STRIDE,
+    Prepared,
+    ShardPlan,
+    plan_shards,
+    share_config,
+    split_int,
+)
+from forgekit.distributed.shard_worker import ShardSpec
 from forgekit.engine import RunConfig, run_sync
 from forgekit.engine.store import write_json_atomic
 from forgekit.errors import ConfigError, StoreError
+from forgekit.methods.gate import GateOptions, record_in_manifest
 from forgekit.methods.runner import prepare_call, read_input
 from forgekit.methods.spec import Method, options_of
 from forgekit.secrets import SECRET_NAME
 
-SEED_STRIDE = 1_000_003  # shard k of a generating method uses seed + k * SEED_STRIDE
-
-
-def split_int(total: int, parts: int) -> list[int]:
-    """`total` in `parts` near-equal whole shares, the larger ones first."""
-    return [total // parts + (1 if k < total % parts else 0) for k in range(parts)]
+__all__ = [
+    "SEED_STRIDE",
+    "Prepared",
+    "ShardPlan",
+    "parts_dir",
+    "plan_shards",
+    "run_sharded",
+    "shard_worker_pids",
+    "share_config",
+    "split_int",
+]
 
 
 def parts_dir(out: str | Path) -> Path:
     return Path(out).with_name(Path(out).name + ".parts")
-
-
-@dataclass
-class Prepared:
-    """The driver's own preparation of the call: checks everything before any shard starts,
-    and tells how the work splits."""
-
-    method: Method
-    models: Any
-    items: Any
-    job: dict[str, Any]
-
-
-@dataclass
-class ShardPlan:
-    """How a call splits: shard count, slices or option changes per shard."""
-
-    count: int
-    slices: list[tuple[int, int]] | None  # None: a generating method (whole stream each)
-    overrides: list[dict[str, Any]]
-    total: int | None  # records the whole run aims at (the progress total)
-
-
-def plan_shards(cls: type[Method], prepared: Prepared, wanted: int) -> ShardPlan:
-    """Split the prepared call into at most `wanted` shards (see the module doc)."""
-    method, items = prepared.method, prepared.items
-    limit = method.limit
-    generating = cls.inputs == "none" or not isinstance(items, Sequence)
-    if generating:
-        if limit is None:
-            raise ConfigError(f"{cls.name}: a sharded run of a generating method needs n=")
-        if not any(f.name == "seed" for f, _ in options_of(cls.Options)):
-            raise ConfigError(f"{cls.name} has no seed option: its shards would repeat each other")
-        count = max(1, min(wanted, limit))
-        seed = method.options.seed
-        overrides = [
-            {"n": share, "seed": seed + k * SEED_STRIDE}
-            for k, share in enumerate(split_int(limit, count))
-        ]
-        return ShardPlan(count, None, overrides, limit)
-    total = len(items)
-    count = max(1, min(wanted, total, limit if limit else total))
-    bounds = [0]
-    for size in split_int(total, count):
-        bounds.append(bounds[-1] + size)
-    slices = list(pairwise(bounds))
-    overrides = [{"n": share} for share in split_int(limit, count)] if limit else [{}] * count
-    return ShardPlan(count, slices, overrides, min(total, limit) if limit else total)
-
-
-def share_config(config: RunConfig, count: int, default_concurrency: int) -> list[RunConfig]:
-    """Each shard's RunConfig: a share of every global limit, no live hooks, no progress bar
-    (the driver shows one for the whole run)."""
-    concurrency = split_int(config.concurrency or default_concurrency, count)
-
-    def per_shard(value: Any, k: int) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, int):
-            return split_int(value, count)[k]
-        return value / count
-
-    return [
-        replace(
-            config,
-            concurrency=max(1, concurrency[k]),
-            rpm=per_shard(config.rpm, k),
-            tpm=per_shard(config.tpm, k),
-            max_requests=per_shard(config.max_requests, k),
-            max_total_tokens=per_shard(config.max_total_tokens, k),
-            max_cost=per_shard(float(config.max_cost), k) if config.max_cost is not None else None,
-            overwrite=False,  # the driver moved old files aside once, for all shards
-            progress=False,
-            on_event=[],
-            cancel_event=None,
-            progress_factory=None,
-            description=f"{config.description or 'shard'} {k + 1}/{count}",
-            engine="local",
-            shards=None,
-            ray_address=None,
-        )
-        for k in range(count)
-    ]
 
 
 def check_portable(cls: type[Method], model: Any, kwargs: dict[str, Any]) -> None:
@@ -181,19 +120,22 @@ def run_sharded(
     model: Any,
     out: Any,
     config: RunConfig,
+    gate: GateOptions | None = None,
 ):
     """Run the call on Ray as shards; the merged DataFrame (see the module doc)."""
     ray = require_ray()
     check_portable(cls, model, kwargs)
     records = read_input(cls, data)
-    prepared = Prepared(*prepare_call(cls, records, dict(kwargs), model))  # checks, no request
-    run_sync(prepared.models.aclose)
+    target = gate.target if gate is not None else None
+    prepared = Prepared(*prepare_call(cls, records, dict(kwargs), model, target), gate=gate)
+    run_sync(prepared.models.aclose)  # the driver's preparation checked everything
     info = connect(config.ray_address)
     plan = plan_shards(cls, prepared, config.shards or max(1, int(info.num_cpus)))
     job_key = fingerprint(prepared.job, 16)
     out_path = Path(out) if out else None
     parts = _prepare_parts(out_path, plan, job_key, config.overwrite)
     configs = share_config(config, plan.count, prepared.models.main.default_concurrency)
+    interleaved = plan.step != 1
     specs = [
         ShardSpec(
             index=k,
@@ -203,12 +145,14 @@ def run_sharded(
             model=model,
             config=configs[k],
             part=str(parts[k]) if parts else None,
-            lo=plan.slices[k][0] if plan.slices else None,
+            lo=k if interleaved else plan.slices[k][0] if plan.slices else None,
             hi=plan.slices[k][1] if plan.slices else None,
+            step=plan.step,
             report_input_errors=k == 0,
             overrides=plan.overrides[k],
             run=str(out_path.resolve()) if out_path else job_key,
             cwd=os.getcwd(),
+            gate=plan.gates[k] if plan.gates else None,
         )
         for k in range(plan.count)
     ]
@@ -216,19 +160,89 @@ def run_sharded(
     ray.get(board.open.remote(run, plan.count))
     view = DriverView(config, plan.total, out_path, cls.name)
     try:
-        outcomes, interrupted = _drive(ray, cls, specs, records, board, view)
+        if cls.dedups() and parts:  # a resumed run: the parts' keys are taken already
+            ray.get(board.seed_claims.remote(run, _claimed_keys(prepared.method, parts)))
+        driven = drive(ray, specs, records, board, view)
         snapshot = ray.get(board.snapshot.remote(run, 0))
     finally:
         board.close.remote(run)
     result, summary, raised = merge_shards(
-        specs, outcomes, snapshot, out_path, prepared, config, view.started_at
+        specs,
+        driven.outcomes,
+        snapshot,
+        out_path,
+        prepared,
+        config,
+        view.started_at,
+        driven.relaunches,
     )
+    if gate is not None and gate.active:
+        summary["gate"] = merged_gate(gate, summary["shards"])
+        record_in_manifest(out_path, summary["gate"])
     view.end(result)
-    if interrupted:
+    if driven.interrupted:
         raise KeyboardInterrupt()
     if raised is not None:
         raise raised
     return result.to_dataframe(method=cls.name, **summary)
+
+
+def _claimed_keys(method: Method, parts: list[Path]) -> list[bytes]:
+    """The dedup keys of every record already in the parts (as the board keeps them). Only
+    whole lines count: a line torn by a killed worker holds no record (its shard's store
+    repairs it, and reports any other bad line when it opens the part)."""
+    keys = []
+    for part in parts:
+        if not part.exists():
+            continue
+        with open(part, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line) if line.endswith("\n") and line.strip() else None
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(record, dict):
+                    keys += [claim_digest(key) for key in method.dedup_keys(record)]
+    return keys
+
+
+def merged_gate(gate: GateOptions, shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's gate summary: every shard's counts added up, each shard's beside them
+    (with its status and stop reason); a shortfall names the shards that fell short."""
+    per_shard = []
+    for shard in shards:
+        counts = shard.get("gate") or {"passed": shard["records"], "attempts": 0, "rejected": {}}
+        status = {"shard": shard["shard"], "status": shard["status"]}
+        per_shard.append({**status, "stop_reason": shard["stop_reason"], **counts})
+    passed = sum(s["passed"] for s in per_shard)
+    attempts = sum(s["attempts"] for s in per_shard)
+    rejected: Counter[str] = Counter()
+    for s in per_shard:
+        rejected.update(s["rejected"])
+    out: dict[str, Any] = {
+        "target": gate.target,
+        "passed": passed,
+        "attempts": attempts,
+        "rejected": dict(rejected),
+    }
+    if gate.min_score is not None:
+        out["min_score"] = gate.min_score
+    if gate.target is not None:
+        out["max_attempts"] = sum(s.get("max_attempts") or 0 for s in per_shard)
+        out["reached"] = passed >= gate.target
+        if passed < gate.target:
+            short = [
+                f"shard {s['shard'] + 1}/{len(per_shard)}: {s.get('shortfall') or s['stop_reason']}"
+                for s in per_shard
+                if not s.get("reached")
+            ]
+            out["shortfall"] = (
+                f"target {gate.target} not reached: {passed} records passed in {attempts} "
+                f"attempts ({'; '.join(short)})"
+            )
+            print(f"forgekit: {out['shortfall']}", file=sys.stderr)
+    out["shards"] = per_shard
+    return out
 
 
 _boards: dict[str, Any] = {}  # Ray job id -> this driver's ShardBoard actor
@@ -284,58 +298,3 @@ def _prepare_parts(
         {"job_key": job_key, "shards": plan.count, "total": plan.total, "slices": plan.slices},
     )
     return [folder / f"shard-{k:05d}.jsonl" for k in range(plan.count)]
-
-
-def _drive(ray: Any, cls: type[Method], specs: list[ShardSpec], records, board, view):
-    """Launch the shards and follow them until every one has ended; per shard its outcome
-    (the worker's answer, or the exception that ended it), and whether the user interrupted."""
-    task = ray.remote(run_shard)
-    env = worker_env()
-    records_ref = ray.put(records)
-    secrets_ref = ray.put(worker_secrets())  # by reference: never in a log or a task spec
-    refs = {
-        task.options(
-            name=f"forgekit {cls.name} shard {s.index + 1}/{s.count}",
-            num_cpus=1,
-            max_retries=0,  # a lost shard is resumed by the user's re-run, from its part file
-            runtime_env={"env_vars": env},
-        ).remote(s, records_ref, board, secrets_ref): s.index
-        for s in specs
-    }
-    outcomes: dict[int, Any] = {}
-    pending = list(refs)
-    seen_errors = 0
-    interrupted = False
-    cancel_sent = False
-    view.start()
-    while pending:
-        try:
-            done, pending = ray.wait(pending, num_returns=len(pending), timeout=REPORT_EVERY_S)
-            for ref in done:
-                outcomes[refs[ref]] = _outcome(ray, ref)
-            snapshot = ray.get(board.snapshot.remote(specs[0].run, seen_errors))
-            seen_errors += len(snapshot["errors"])
-            view.update(snapshot)
-            cancel = view.config.cancel_event
-            if cancel is not None and cancel.is_set() and not cancel_sent:
-                board.cancel.remote(specs[0].run)
-                cancel_sent = True
-        except KeyboardInterrupt:
-            # Stop the shards cleanly (their finished records stay in the parts), then merge.
-            interrupted = True
-            if not cancel_sent:
-                board.cancel.remote(specs[0].run)
-                cancel_sent = True
-    return outcomes, interrupted
-
-
-def _outcome(ray: Any, ref: Any) -> Any:
-    """The shard's answer, or the exception that ended it (a worker that died, or the
-    error the shard raised)."""
-    try:
-        return ray.get(ref)
-    except ray.exceptions.RayTaskError as exc:
-        cause = getattr(exc, "cause", None)
-        return cause if isinstance(cause, BaseException) else exc
-    except ray.exceptions.RayError as exc:  # the worker process or its node died
-        return exc

@@ -57,6 +57,9 @@ class RunConfig:
     engine: str = "local"
     shards: int | None = None  # default with engine="ray": the cluster's CPU count
     ray_address: str | None = None
+    # Relaunches of a shard whose worker process or node died (resumed from its part file);
+    # an error the shard's own code raised is never retried.
+    shard_retries: int = 2
 
     # Batch mode (forgekit.engine.batch_api): requests go through the provider's batch API.
     batch: bool = False
@@ -76,6 +79,10 @@ class RunConfig:
             raise ConfigError(f"engine must be 'local' or 'ray', got {self.engine!r}")
         if self.shards is not None and (isinstance(self.shards, bool) or self.shards < 1):
             raise ConfigError(f"shards must be a whole number >= 1, got {self.shards!r}")
+        if isinstance(self.shard_retries, bool) or self.shard_retries < 0:
+            raise ConfigError(
+                f"shard_retries must be a whole number >= 0, got {self.shard_retries!r}"
+            )
 
     @property
     def distributed(self) -> bool:

@@ -127,7 +127,11 @@ class Gate:
             items = itertools.islice(items, left)
         return items, max(0, o.target - passed)
 
-    def summary(self, passed: int, status: str, stop_reason: str | None) -> dict[str, Any]:
+    def summary(
+        self, passed: int, status: str, stop_reason: str | None, announce: bool = True
+    ) -> dict[str, Any]:
+        """The gate's counts; a shortfall is also printed to stderr when `announce` (a
+        sharded run's shards do not: the driver prints the run's one shortfall)."""
         o = self.options
         out: dict[str, Any] = {
             "target": o.target,
@@ -151,7 +155,8 @@ class Gate:
                 f"target {o.target} not reached: {passed} records passed in "
                 f"{self.attempts} attempts; {why}"
             )
-            print(f"forgekit: {out['shortfall']}", file=sys.stderr)
+            if announce:
+                print(f"forgekit: {out['shortfall']}", file=sys.stderr)
         return out
 
 

@@ -21,7 +21,7 @@ from forgekit.errors import ConfigError, UnsupportedOperationError
 from forgekit.methods.prompting import chat_messages
 from forgekit.methods.runner import Stages
 from forgekit.methods.samplers import with_seed
-from forgekit.methods.spec import Method, model_option, option, sampling
+from forgekit.methods.spec import Method, SeenKeys, model_option, option, sampling
 from forgekit.models import Model, SamplingParams
 from forgekit.models.chat_formats import CHAT_FORMATS, pre_query_text
 
@@ -33,8 +33,9 @@ _TEMPLATE_MARKERS = re.compile(
 )
 
 
-def query_problem(text: str, *, min_words: int, language: str | None, seen: set[str]) -> str | None:
-    """Why a generated query is dropped (the name of the filter), or None to keep it."""
+def query_problem(text: str, *, min_words: int, language: str | None) -> str | None:
+    """Why a generated query is dropped (the name of the filter), or None to keep it (the
+    duplicate check comes after: `instruction_key`, claimed in the run's `SeenKeys`)."""
     if not text:
         return "empty"
     if length_units(text) < min_words:
@@ -43,11 +44,12 @@ def query_problem(text: str, *, min_words: int, language: str | None, seen: set[
         return "template_echo"
     if language and detect_script(text) != language:
         return "wrong_language"
-    key = " ".join(text.lower().split())
-    if key in seen:
-        return "duplicate"
-    seen.add(key)
     return None
+
+
+def instruction_key(text: str) -> str:
+    """What makes two instructions the same: case and whitespace aside."""
+    return " ".join(text.lower().split())
 
 
 # --- the method ------------------------------------------------------------------------
@@ -123,7 +125,8 @@ class Magpie(Method):
             "instruction": self.instruction_params.to_dict(),
             "response": o.response_params.to_dict(),
         }
-        self.seen: set[str] = set()
+        # Shared with the other shards of a sharded run (their claims go through its board).
+        self.seen = self.claims or SeenKeys()
         self.generations = 0
         return iter(range(o.max_generations or 20 * o.n))  # an iterator: the engine's total is n
 
@@ -142,9 +145,9 @@ class Magpie(Method):
             generated = await ctx.complete(prompt, params=params)
             raw_instructions.append(generated.text)
             instruction = fmt.cut(generated.text)
-            problem = query_problem(
-                instruction, min_words=o.min_words, language=o.language, seen=self.seen
-            )
+            problem = query_problem(instruction, min_words=o.min_words, language=o.language)
+            if problem is None and not await self.seen.claim(instruction_key(instruction)):
+                problem = "duplicate"
             if problem:
                 self.counts[problem] += 1
                 return None
@@ -171,6 +174,11 @@ class Magpie(Method):
             metadata={"template": fmt.name, "raw_instructions": raw_instructions},
             lineage=self.lineage(ctx, model=models, params=self.lineage_params, index=index),
         )
+
+    def dedup_keys(self, record: dict[str, Any]) -> list[str]:
+        """Every user turn of a record (each was claimed when it was generated)."""
+        turns = [turn[0] for turn in record.get("history") or [] if turn]
+        return [instruction_key(text) for text in [*turns, record.get("input") or ""] if text]
 
     def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         return {"filtered": dict(self.counts), "generations": self.generations}

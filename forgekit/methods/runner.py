@@ -54,14 +54,11 @@ def call(cls: type[Method], data: Any, kwargs: dict[str, Any]):
     if config.distributed:  # the same call, as shards on Ray
         from forgekit.distributed.shards import run_sharded
 
-        if gate_options.active:
-            raise ConfigError(
-                f"{cls.name}: the quality gate ({', '.join(GATE_OPTIONS)}) does not run "
-                "on Ray shards yet; run it locally, or gate the merged output"
-            )
         if reading:
             data = read_input(cls, data, **reading)
-        return run_sharded(cls, data, kwargs, model=model, out=out, config=config)
+        return run_sharded(
+            cls, data, kwargs, model=model, out=out, config=config, gate=gate_options
+        )
     records = read_input(cls, data, **reading)
     capped = {config.max_requests, config.max_total_tokens, config.max_cost} != {None}
     if estimate or capped:
@@ -96,15 +93,17 @@ def prepare_call(
     model: Any,
     target: int | None = None,
     batch: bool = False,
+    claims: Any = None,
 ):
-    """Steps 2-4: (method, models, work items, job), every check done before a request."""
+    """Steps 2-4: (method, models, work items, job), every check done before a request.
+    `claims`: dedup keys shared with other shards of the call (see `Method.claims`)."""
     options = resolve(cls, kwargs)
     job = {"method": cls.name, "model": model_key(model), **identity(cls, options)}
     models = Models(model, options)
     if batch:  # every model needs a batch API: fail before anything is sent
         check_batch_models([models.main, *models.pool.models()])
     method = cls(models.resolved_options)
-    method.model, method.target = models.main, target
+    method.model, method.target, method.claims = models.main, target, claims
     return method, models, method.prepare(records), job
 
 
@@ -280,7 +279,9 @@ class Run:
         self.entry = entry  # what runs a stage (default: arun, or arun_batch in batch mode)
         self.method = method
         self.gate = gate or Gate(GateOptions(), method.score)
-        self.offset = 0  # of a slice's first item: a shard keeps local ids (distributed.shards)
+        # A shard's items are positions offset, offset + stride, ... of the call's items: its
+        # records keep the ids a local run gives them (forgekit.distributed.shards).
+        self.offset, self.stride = 0, 1
         self.models = models
         self.out = out
         self.config = config
@@ -372,7 +373,8 @@ class Stages:
         ids: list[str] = []
 
         def tasks() -> Iterable[Task]:
-            for index, item in enumerate(items, start + run.offset):
+            for position, item in enumerate(items, start):
+                index = run.offset + position * run.stride
                 inputs = {"job": run.job_key, "item": fingerprint(method.key(item), 16)}
                 if stage is not None:
                     inputs["stage"] = stage

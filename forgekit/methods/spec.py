@@ -139,6 +139,8 @@ class Method:
     - `produce(ctx, item)`: one item -> one record (or None: filtered out).
     - `summary(records)`: extra entries for `df.attrs['forgekit']`.
     - `score(record)`: the record's score, when the method has one (see methods.gate).
+    - `dedup_keys(record)`: the keys a method that drops repeats (Magpie's instructions)
+      claims for a record: a sharded run seeds its shared claims with them on resume.
     """
 
     name: ClassVar[str]
@@ -153,6 +155,9 @@ class Method:
     # For a method without input: the option its one positional argument sets (magpie's n).
     positional: ClassVar[str | None] = None
     target: int | None = None  # the call's `target=` (records that must pass the gate)
+    # Dedup keys shared with the call's other shards (forgekit.distributed.shard_worker);
+    # None: the method keeps its own (`SeenKeys`).
+    claims: Any = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -197,6 +202,15 @@ class Method:
         """A record's score, for `min_score=` (only methods that score their records)."""
         return None
 
+    def dedup_keys(self, record: dict[str, Any]) -> list[str]:
+        """The dedup keys `record` holds (a method that drops repeats claims them)."""
+        return []
+
+    @classmethod
+    def dedups(cls) -> bool:
+        """Whether the method drops repeats by key (its shards then share their claims)."""
+        return cls.dedup_keys is not Method.dedup_keys
+
     @classmethod
     def has_scores(cls) -> bool:
         return cls.score is not Method.score
@@ -216,3 +230,19 @@ class Method:
         """An input the method cannot use (e.g. an unreadable file): it is not fatal; the
         engine records it in the run's errors (and the .errors.jsonl next to `out`)."""
         self.input_errors.append((where, error))
+
+
+class SeenKeys:
+    """The dedup keys one process has claimed: the first claimant of a key keeps it. A
+    sharded run hands the method one that claims on the run's board instead, with the same
+    `claim`, so shards drop each other's repeats too."""
+
+    def __init__(self) -> None:
+        self._keys: set[str] = set()
+
+    async def claim(self, key: str) -> bool:
+        """True for the first claim of `key`, False for a repeat."""
+        if key in self._keys:
+            return False
+        self._keys.add(key)
+        return True

@@ -6,8 +6,12 @@ Writes benchmarks/results/local_model.json. Every configuration runs in its own 
 llama.cpp contexts in one process slow each other down, DESIGN.md §7), and each forgekit
 configuration gets a fresh worker of its own, stopped afterwards:
 - direct: llama_cpp.Llama(n_threads=2 or the core count).create_chat_completion, greedy,
-  the prompts one after another; once as is, once with OMP_WAIT_POLICY=PASSIVE (the
-  setting README suggests for busy shared cores; the worker inherits the caller's env);
+  the prompts one after another, on the packaged GGUF (the baseline of every ratio); once as
+  is, once with OMP_WAIT_POLICY=PASSIVE (the setting README suggests for busy shared cores;
+  the worker inherits the caller's env), and once on the Q8_0 copy the worker decodes
+  (forgekit/models/batch_weights.py), to show what the conversion alone changes;
+- weights: the packaged Q4_1 file against its Q8_0 copy, teacher-forced on a fixed text
+  (this repository's README): top-1 agreement, KL divergence and negative log-likelihood;
 - forgekit at concurrency 1, 4, 8, 16: the same chat prompts through forgekit's engine
   (`model="local"`, cache off), greedy.
 Reported: aggregate completion tokens/s, the ratio to direct, and how many greedy outputs
@@ -42,12 +46,22 @@ def prompts(count: int) -> list[str]:
     return [f"Write a short paragraph about {SUBJECTS[i % len(SUBJECTS)]}." for i in range(count)]
 
 
-def run_direct(count: int, max_tokens: int, threads: int) -> dict:
+def converted_gguf() -> str:
+    """The Q8_0 copy the worker decodes (made in a throwaway folder)."""
+    from forgekit.models.batch_weights import batch_weights
+    from forgekit.models.local import find_smollm2_gguf
+
+    path, _ = batch_weights(str(find_smollm2_gguf()), Path(tempfile.mkdtemp(prefix="fk-w-")))
+    return path
+
+
+def run_direct(count: int, max_tokens: int, threads: int, converted: bool = False) -> dict:
     from llama_cpp import Llama
 
     from forgekit.models.local import find_smollm2_gguf
 
-    llama = Llama(model_path=str(find_smollm2_gguf()), n_ctx=2048, n_threads=threads, verbose=False)
+    path = converted_gguf() if converted else str(find_smollm2_gguf())
+    llama = Llama(model_path=path, n_ctx=2048, n_threads=threads, verbose=False)
     llama.create_chat_completion([{"role": "user", "content": "Hi"}], max_tokens=4)  # warm-up
     texts, tokens, started = [], 0, time.perf_counter()
     for prompt in prompts(count):
@@ -111,9 +125,44 @@ def seeded_repeats(model) -> bool:
     return first == asyncio.run(model.chat(messages, params)).text
 
 
+def weights_quality(threads: int) -> dict:
+    """Teacher-forced next-token distributions of the packaged file and its Q8_0 copy on
+    the first 1,024 tokens of README.md (flash attention on, as in the worker)."""
+    import numpy as np
+    from llama_cpp import Llama
+
+    from forgekit.models.local import find_smollm2_gguf
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")[:8000]
+
+    def log_probs(path: str) -> tuple[np.ndarray, list[int]]:
+        llama = Llama(model_path=path, n_ctx=2048, n_threads=threads, logits_all=True,
+                      flash_attn=True, verbose=False)  # fmt: skip
+        tokens = llama.tokenize(text.encode())[:1024]
+        llama.eval(tokens)
+        logits = np.array(llama.scores[: len(tokens)], dtype=np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)), tokens
+
+    ref, tokens = log_probs(str(find_smollm2_gguf()))
+    new, _ = log_probs(converted_gguf())
+    nexts = np.arange(len(tokens) - 1), tokens[1:]
+    return {
+        "tokens": len(tokens),
+        "top1_agreement": round(float((ref.argmax(1) == new.argmax(1)).mean()), 4),
+        "kl_nats_per_token": round(float((np.exp(ref) * (ref - new)).sum(1).mean()), 5),
+        "nll_packaged": round(float(-ref[:-1][nexts].mean()), 4),
+        "nll_converted": round(float(-new[:-1][nexts].mean()), 4),
+    }
+
+
 def child(args: argparse.Namespace) -> None:
-    if args.config.startswith("direct"):
-        report = run_direct(args.prompts, args.max_tokens, args.threads)
+    if args.config == "weights":
+        report = weights_quality(args.threads)
+    elif args.config.startswith("direct"):
+        report = run_direct(
+            args.prompts, args.max_tokens, args.threads, converted=args.config == "direct-q8"
+        )
     else:
         report = run_forgekit(args.prompts, args.max_tokens, int(args.config))
     print("RESULT " + json.dumps(report), flush=True)
@@ -151,6 +200,8 @@ def main() -> None:
     direct_tps = direct["completion_tokens"] / direct["seconds"]
     passive = measure("direct-passive", args)
     passive_tps = passive["completion_tokens"] / passive["seconds"]
+    direct_q8 = measure("direct-q8", args)
+    weights = measure("weights", args)
     rows, texts = [], {}
     for concurrency in [int(c) for c in args.concurrency.split(",")]:
         found = measure(str(concurrency), args)
@@ -195,6 +246,15 @@ def main() -> None:
             "seconds": round(passive["seconds"], 2),
             "tokens_per_s": round(passive_tps, 1),
         },
+        "direct_llama_cpp_on_q8_0_copy": {
+            "completion_tokens": direct_q8["completion_tokens"],
+            "seconds": round(direct_q8["seconds"], 2),
+            "tokens_per_s": round(direct_q8["completion_tokens"] / direct_q8["seconds"], 1),
+            "greedy_differs_from_direct": sum(
+                a != b for a, b in zip(direct_q8["texts"], direct["texts"])
+            ),
+        },
+        "weights_q4_1_vs_q8_0_copy": weights,
         "forgekit": rows,
     }
     out = Path(args.out)
@@ -205,6 +265,8 @@ def main() -> None:
             {
                 "direct": report["direct_llama_cpp"],
                 "direct_passive": report["direct_llama_cpp_omp_passive"],
+                "direct_q8_0_copy": report["direct_llama_cpp_on_q8_0_copy"],
+                "weights": weights,
             }
         )
     )

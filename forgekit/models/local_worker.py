@@ -30,6 +30,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from forgekit.models.batch_weights import batch_weights
 from forgekit.models.batched_decode import DEFAULT_MAX_TOKENS, BatchedDecoder, Request
 
 
@@ -115,6 +116,7 @@ class WorkerServer:
             "ok": True,
             "pid": os.getpid(),
             "model": self.args.model,
+            "weights": {"file": self.args.weights_file, "note": self.args.weights_note},
             "loads": 1,  # this process loads its model once, at start
             "slots": self.decoder.slots,
             "n_ctx": self.decoder.n_ctx_seq,
@@ -267,12 +269,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--idle", type=float, default=600.0)
+    parser.add_argument("--weights", choices=("auto", "original"), default="auto")
     args = parser.parse_args(argv)
     faulthandler.enable()  # a native crash leaves its traceback in the worker's log
-    decoder = BatchedDecoder(args.model, n_ctx=args.n_ctx, slots=args.slots, n_threads=args.threads)
+    args.weights_file, args.weights_note = batch_weights(
+        args.model, Path(args.state).parent / "weights", args.weights
+    )
+    decoder = BatchedDecoder(
+        args.weights_file, n_ctx=args.n_ctx, slots=args.slots, n_threads=args.threads
+    )
     thread = threading.Thread(target=_decode_or_die, args=(decoder,), name="forgekit-decode")
     thread.start()
-    print(f"forgekit worker pid {os.getpid()} loaded {args.model}", file=sys.stderr, flush=True)
+    print(
+        f"forgekit worker pid {os.getpid()} loaded {args.model} ({args.weights_note})",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         asyncio.run(WorkerServer(decoder, args).serve())
     finally:

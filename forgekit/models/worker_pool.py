@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forgekit.errors import ModelUnavailableError
+from forgekit.errors import ConfigError, ModelUnavailableError
 
 try:
     import fcntl
@@ -50,6 +50,7 @@ class WorkerSpec:
     n_ctx: int = 2048
     n_threads: int | None = None
     slots: int = field(default_factory=lambda: configured_slots())
+    weights: str = field(default_factory=lambda: weights_mode())
 
     @property
     def threads(self) -> int:
@@ -76,6 +77,7 @@ class WorkerSpec:
             self.n_ctx,
             self.slots,
             self.threads,
+            self.weights,
         ]
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
@@ -101,6 +103,20 @@ def configured_slots() -> int:
         return max(1, int(os.environ.get("FORGEKIT_WORKER_SLOTS") or DEFAULT_SLOTS))
     except ValueError:
         return DEFAULT_SLOTS
+
+
+WEIGHT_MODES = ("auto", "original")
+
+
+def weights_mode() -> str:
+    """`FORGEKIT_WORKER_WEIGHTS`: "auto" (the default: a GGUF in a format without batched
+    kernels is converted once to Q8_0, forgekit/models/batch_weights.py) or "original"."""
+    mode = (os.environ.get("FORGEKIT_WORKER_WEIGHTS") or "auto").strip().lower()
+    if mode not in WEIGHT_MODES:
+        raise ConfigError(
+            f"FORGEKIT_WORKER_WEIGHTS={mode!r}: choose one of {', '.join(WEIGHT_MODES)}"
+        )
+    return mode
 
 
 def idle_seconds() -> float:
@@ -191,6 +207,7 @@ def _start(spec: WorkerSpec, state: Path) -> Worker:
     command = [
         sys.executable, "-m", "forgekit.models.local_worker", "--model", spec.model_path,
         "--state", str(state), "--n-ctx", str(spec.n_ctx), "--slots", str(spec.slots),
+        "--weights", spec.weights,
         "--threads", str(spec.threads), "--idle", str(idle_seconds()),
     ]  # fmt: skip
     with open(log_path, "ab") as log:

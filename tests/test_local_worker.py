@@ -270,3 +270,46 @@ def test_cancelling_a_request_frees_its_slot_at_once(own_workers, monkeypatch):
 
     assert asyncio.run(cancel_task()).usage.completion_tokens >= 1
     assert call(worker, {"op": "status"})["active"] == 0
+
+
+# -- the weights the worker decodes ---------------------------------------------------------
+def test_the_packaged_q4_1_model_is_decoded_from_a_q8_0_copy_made_once(own_workers, monkeypatch):
+    from forgekit.models.local import find_smollm2_gguf
+
+    packaged = str(find_smollm2_gguf())
+    model = get_model("local")
+    status = call(model.worker(), {"op": "status"})
+    copy = Path(status["weights"]["file"])
+    assert status["model"] == packaged and copy.parent == own_workers / "weights"
+    assert "Q8_0, converted once from Q4_1" in status["weights"]["note"]
+    # llama.cpp reads it as Q8_0 (general.file_type 7), and it decodes: same greedy text
+    # through the worker twice
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys; from forgekit.models.batch_weights import "
+         "file_type; print(file_type(sys.argv[1]), file_type(sys.argv[2]))", str(copy), packaged],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    assert probe.stdout.split() == ["7", "3"]  # LLAMA_FTYPE_MOSTLY_Q8_0, MOSTLY_Q4_1
+    made = copy.stat().st_mtime_ns
+
+    # Another worker for the same file (other settings) reuses the copy instead of redoing it.
+    monkeypatch.setenv("FORGEKIT_WORKER_SLOTS", "2")
+    other = call(get_model("local").worker(), {"op": "status"})
+    assert other["pid"] != status["pid"] and other["weights"]["file"] == str(copy)
+    assert copy.stat().st_mtime_ns == made
+    assert [p.name for p in copy.parent.iterdir()] == [copy.name]  # no temporary left
+
+    # FORGEKIT_WORKER_WEIGHTS=original: the packaged file itself, in a worker of its own.
+    monkeypatch.setenv("FORGEKIT_WORKER_WEIGHTS", "original")
+    original = call(get_model("local").worker(), {"op": "status"})
+    assert original["weights"]["file"] == packaged and original["pid"] != other["pid"]
+    text = asyncio.run(_chat(get_model("local"), "Name three colours.", max_tokens=12)).text
+    assert len(text.split()) >= 2
+
+
+def test_a_wrong_weights_setting_names_the_variable(own_workers, monkeypatch):
+    from forgekit.errors import ConfigError
+
+    monkeypatch.setenv("FORGEKIT_WORKER_WEIGHTS", "q2")
+    with pytest.raises(ConfigError, match=r"FORGEKIT_WORKER_WEIGHTS='q2': choose one of auto"):
+        get_model("local").worker()

@@ -111,7 +111,10 @@ class LocalModel:
 
     @property
     def identity(self) -> str:
-        return f"local:{Path(self.path).name}"
+        """Names the weights that answer (the response cache is keyed by it): the packaged
+        file, or the Q8_0 copy the worker makes of a Q4_1/Q5_1 one (batch_weights.py)."""
+        name = f"local:{Path(self.path).name}"
+        return name if self.spec.weights == "original" else f"{name}:batch-weights"
 
     @property
     def spec(self) -> WorkerSpec:

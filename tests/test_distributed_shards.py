@@ -170,6 +170,77 @@ def test_a_lost_shard_is_relaunched_and_the_same_call_completes(
     assert manifest["shard_relaunches"] == 1 and manifest["status"] == "completed"
 
 
+def test_a_relaunched_shard_gets_only_the_budget_its_lost_attempt_left(
+    ray_cluster, stub, stub_model, tmp_path
+):
+    from forgekit.distributed.shards import shard_reports, shard_worker_pids
+
+    data = [{"n": i} for i in range(400)]
+    # max_requests=400: 200 per shard, exactly what each slice needs; 2 requests at a time.
+    call = {"user": "Number {{ n }}", "model": stub_model, "cache": False, **QUIET}
+    call |= {"max_requests": 400, "concurrency": 4, "adaptive": False}
+    # Shard 2 of 2 holds items 200-399: the stub answers 200-249, then holds the rest.
+    stub.configure(hold_match=r"Number (2[5-9]\d|3\d\d)\b")
+    out = tmp_path / "budget.jsonl"
+    parts = [tmp_path / "budget.jsonl.parts" / f"shard-0000{k}.jsonl" for k in (0, 1)]
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["df"] = generate(data, engine="ray", shards=2, out=out, **call)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_until(lambda: complete_lines(parts[0]) == 200, "shard 1 to finish")
+    wait_until(lambda: complete_lines(parts[1]) == 50, "shard 2 to write its 50 answers")
+    wait_until(lambda: stub.stats().get("held") == 2, "shard 2's two next requests held")
+    # Shard 2 is frozen: 52 requests sent (50 answered, 2 held). Kill it once its report
+    # to the board says so: the spend the driver takes off the relaunch's budget.
+    wait_until(lambda: shard_reports(out).get(1, {}).get("requests") == 52, "shard 2's report")
+    lost = shard_worker_pids(out)[1]
+    os.kill(lost, signal.SIGKILL)
+    stub._call("/_batch_config", {"hold_match": None})  # answer from now on, keep the counts
+    thread.join(timeout=300)
+    assert not thread.is_alive() and "error" not in box, box.get("error")
+    # 200 + 52 + the relaunch's 148: never more than max_requests, across attempts.
+    assert stub.stats()["requests"] == 400
+    info = box["df"].attrs["forgekit"]
+    first, second = info["shards"]
+    assert first["status"] == "completed" and first["stats"]["requests"] == 200
+    assert second["relaunches"]["count"] == 1
+    assert second["status"] == "stopped" and "max_requests=148" in second["stop_reason"]
+    assert second["stats"]["requests"] == 200  # the lost attempt's 52 counted in
+    assert info["status"] == "stopped" and info["stats"]["requests"] == 400
+    manifest = json.loads(out.with_name("budget.manifest.json").read_text())
+    assert manifest["this_run"]["requests"] == manifest["totals"]["requests"] == 400
+    assert manifest["shards"][1]["stats"]["requests"] == 200
+    ids = [r["id"] for r in read_jsonl(parts[1])]  # the relaunch resumed: nothing twice
+    assert len(ids) == len(set(ids)) == 50 + second["stats"]["ok"]
+    assert len(box["df"]) == 200 + len(ids) == len(read_jsonl(out))
+
+
+def test_the_board_forgets_a_lost_attempt_and_ignores_its_late_reports():
+    from forgekit.distributed.shard_board import ShardBoard
+
+    board = ShardBoard()
+    board.open("run", 2)
+    board.started("run", 1, pid=101)
+    board.report("run", 1, "running", {"requests": 52}, [], [], pid=101)
+    assert board.reported("run") == {1: {"requests": 52}}
+    # The driver took the 52 off the relaunch's budgets and counted them: a snapshot that
+    # still held them would count them again if the relaunch were lost before it reported.
+    board.lost("run", 1)
+    assert board.reported("run") == {} and board.worker_pids("run") == {}
+    board.report("run", 1, "running", {"requests": 53}, [], [], pid=101)  # already sent
+    board.started("run", 1, pid=202)
+    board.report("run", 1, "running", {"requests": 54}, [], [], pid=101)
+    assert board.reported("run") == {}
+    board.report("run", 1, "running", {"requests": 3}, [], [], pid=202)
+    assert board.snapshot("run", 0)["stats"] == {1: {"requests": 3}}
+
+
 def test_a_generating_method_splits_its_target_with_distinct_seeds(
     ray_cluster, stub, stub_model, tmp_path, monkeypatch
 ):

@@ -69,6 +69,17 @@ def test_torn_tail_is_repaired_and_kept_aside(tmp_path, capsys):
     assert '"id": "t3", "input": "q3", "out' in torn  # nothing lost, nothing kept silently
 
 
+def test_open_hands_over_the_whole_records_only_after_the_repair(tmp_path):
+    out = tmp_path / "run.jsonl"
+    # The last line is complete JSON, but without its newline it is a torn write.
+    out.write_text('{"id": "a", "input": "x"}\n{"id": "b", "input": "y"}\n{"id": "c"}')
+    seen = []
+    store = JsonlStore(out).open(on_record=seen.append)
+    store.close()
+    assert seen == [{"id": "a", "input": "x"}, {"id": "b", "input": "y"}]
+    assert store.done == {"a", "b"} and store.repaired is not None
+
+
 def test_malformed_middle_line_is_not_touched(tmp_path):
     out = tmp_path / "data.jsonl"
     original = '{"id": "a"}\nnot json at all\n{"id": "b"}\n'

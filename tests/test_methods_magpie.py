@@ -1,5 +1,6 @@
 """Magpie on a scripted OpenAI-compatible stub: exact templates, filters, turns, errors."""
 
+import json
 import subprocess
 import sys
 
@@ -8,9 +9,10 @@ import pytest
 from forgekit.data.text import detect_script
 from forgekit.errors import ConfigError, UnsupportedOperationError
 from forgekit.methods import magpie
+from forgekit.methods.magpie import instruction_key
 from forgekit.models.chat_formats import CHAT_FORMATS, pre_query_text
 from forgekit.models.scripted import ScriptedModel
-from tests.conftest import write_profile
+from tests.conftest import read_jsonl, write_profile
 
 EXPECTED_PRE_QUERY = {
     "chatml": "<|im_start|>user\n",
@@ -179,6 +181,39 @@ def test_second_call_costs_zero_requests_and_budget_resume(stub, stub_model, tmp
     again = magpie(6, model=stub_model, template="chatml", progress=False, min_words=1)
     assert stub.stats()["requests"] == sent  # all from the cache
     assert list(again["id"]) == list(rest["id"])
+
+
+# The instruction at generation i is PAIRED[(101 * i) % 10] = PAIRED[i % 10] (the request
+# seed is 101 * i): every question comes twice in a row, q0 q0 q1 q1 ... q4 q4.
+PAIRED = [f"Which river is number {i // 2}?" for i in range(10)]
+
+
+def test_a_resumed_run_never_repeats_an_instruction_already_in_its_output(
+    stub, stub_model, tmp_path
+):
+    stub.configure(rules=[{"match": r"user\n$", "by_seed": PAIRED}])
+    out = tmp_path / "m.jsonl"
+    call = {"model": stub_model, "template": "chatml", "out": out, "min_words": 1}
+    call |= {"concurrency": 1, "progress": False, "cache": False}
+    first = magpie(2, **call)
+    assert list(first["input"]) == [PAIRED[0], PAIRED[2]]
+    assert first.attrs["forgekit"]["filtered"] == {"duplicate": 1}  # generation 1
+    # A killed writer left a last line without its newline: not a record (the store cuts it
+    # off), so its instruction is not taken.
+    torn = {**first.iloc[1].to_dict(), "id": "torn", "input": PAIRED[4]}
+    with open(out, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(torn))
+    # Resumed to n=5: generations 0 and 2 are in the file; 1 and 3 ask the questions they
+    # hold again (the same seed), which must count as repeats, not as new records.
+    again = magpie(5, **call)
+    stored = read_jsonl(out)
+    assert len(stored) == 5 and len({instruction_key(r["input"]) for r in stored}) == 5
+    assert [r["input"] for r in stored] == [PAIRED[i] for i in (0, 2, 4, 6, 8)]
+    assert list(again["input"]) == [r["input"] for r in stored]
+    info = again.attrs["forgekit"]
+    assert info["stats"]["skipped"] == 2 and info["stats"]["ok"] == 3
+    assert info["filtered"] == {"duplicate": 4}  # generations 1, 3, 5, 7
+    assert json.loads(out.with_name("m.jsonl.torn").read_text())["input"] == PAIRED[4]
 
 
 def test_language_detection():

@@ -55,6 +55,15 @@ class ShardBoard:
             self.runs[run].pids[shard] = pid
             self.runs[run].status[shard] = "running"
 
+    def lost(self, run: str, shard: int) -> None:
+        """The shard's worker died and the driver relaunches it: forget that attempt's
+        counters (the driver has taken its spend from them), so the snapshot holds the new
+        attempt's only, and ignore any report of the dead worker still on its way."""
+        board = self.runs.get(run)
+        if board is not None:
+            board.pids.pop(shard, None)
+            board.stats.pop(shard, None)
+
     def report(
         self,
         run: str,
@@ -63,11 +72,15 @@ class ShardBoard:
         stats: dict[str, Any],
         latest: list[dict[str, Any]],
         errors: list[dict[str, Any]],
+        pid: int | None = None,
     ) -> bool:
-        """A shard's news; answers whether the run is being cancelled."""
+        """A shard's news (from the worker `pid`); answers whether the run is being
+        cancelled."""
         board = self.runs.get(run)
         if board is None:  # the driver has closed the run
             return True
+        if pid is not None and board.pids.get(shard) != pid:  # a lost attempt's, too late
+            return board.cancelled
         board.status[shard] = status
         board.stats[shard] = stats
         board.latest.extend(latest)
@@ -96,6 +109,11 @@ class ShardBoard:
 
     def worker_pids(self, run: str) -> dict[int, int]:
         return dict(self.runs[run].pids) if run in self.runs else {}
+
+    def reported(self, run: str) -> dict[int, dict[str, Any]]:
+        """Each shard's counters as it last reported them (what `snapshot` holds, read
+        without taking the snapshot's records and errors from the driver)."""
+        return dict(self.runs[run].stats) if run in self.runs else {}
 
     def snapshot(self, run: str, errors_seen: int) -> dict[str, Any]:
         """Counters and status per shard, records since the last snapshot, errors after the

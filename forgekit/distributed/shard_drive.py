@@ -2,7 +2,11 @@
 until every shard has ended, pass a cancel on, and relaunch a shard whose worker process or
 node died (up to `RunConfig.shard_retries` times): the new task resumes from the shard's
 part file, with what the lost attempt spent taken off its budgets. An error the shard's own
-code raised is its outcome, never retried (it would only fail again)."""
+code raised is its outcome, never retried (it would only fail again).
+
+What a lost attempt spent is what it last reported to the board (every REPORT_EVERY_S):
+what it sent after that report is not known, so a relaunched shard can overshoot its
+budgets by what the lost worker spent in the moment between its last report and its end."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from forgekit.distributed.cluster import worker_env, worker_secrets
 from forgekit.distributed.shard_merge import is_lost_worker
 from forgekit.distributed.shard_worker import REPORT_EVERY_S, ShardSpec, run_shard
 from forgekit.engine import RunStats
+from forgekit.engine.store import JsonlStore
 
 # What an attempt spent: the counters a lost attempt adds to its shard's total.
 SPEND = ("requests", "cached", "retried", "prompt_tokens", "completion_tokens", "cost")
@@ -74,6 +79,9 @@ def drive(ray: Any, specs: list[ShardSpec], records: Any, board: Any, view: Any)
                     lost.reasons.append(_describe(outcome))
                     lost.spent = RunStats.total([_Wrap(lost.spent), _Wrap(spent)])
                     spec = _after_loss(spec, spent)
+                    _add_to_part_totals(spec.part, spent)
+                    # Before the new attempt reports: its counters start from zero.
+                    ray.get(board.lost.remote(run, spec.index))
                     ref = launch(spec)
                     refs[ref] = spec
                     pending.append(ref)
@@ -134,6 +142,21 @@ def _after_loss(spec: ShardSpec, spent: RunStats) -> ShardSpec:
         max_cost=left(c.max_cost, spent.cost),
     )
     return replace(spec, config=config)
+
+
+def _add_to_part_totals(part: str | None, spent: RunStats) -> None:
+    """Count a lost attempt's spend in its part's manifest `totals` (spend over every run
+    that wrote the file), which the dead worker could not update: the relaunch carries them
+    on, and the run's manifest adds up the parts' totals, this run's and later re-runs'."""
+    store = JsonlStore(part) if part is not None else None
+    manifest = store.read_manifest() if store is not None else None
+    if store is None or (manifest is None and not any(getattr(spent, k) for k in SPEND)):
+        return
+    manifest = manifest or {}  # {}: the worker died before it opened its part
+    totals = manifest.get("totals") or {}
+    for key in SPEND:
+        totals[key] = round(totals.get(key, 0) + getattr(spent, key), 6)
+    store.write_manifest({**manifest, "totals": totals})
 
 
 @dataclass

@@ -104,7 +104,9 @@ class Reporter:
             self._errors = []
         import ray
 
-        report = self.board.report.remote(self.run, self.shard, status, stats, latest, errors)
+        report = self.board.report.remote(
+            self.run, self.shard, status, stats, latest, errors, os.getpid()
+        )
         return ray.get(report)
 
     def _loop(self) -> None:

@@ -265,6 +265,14 @@ def shard_worker_pids(out: str | Path) -> dict[int, int]:
     return ray.get(_board(ray).worker_pids.remote(str(Path(out).resolve())))
 
 
+def shard_reports(out: str | Path) -> dict[int, dict[str, Any]]:
+    """The counters (a RunStats as a dict) each shard of the sharded run writing `out`
+    last reported, a few times a second (shard index -> counters); empty when no such run
+    is going on in this process."""
+    ray = require_ray()
+    return ray.get(_board(ray).reported.remote(str(Path(out).resolve())))
+
+
 def _prepare_parts(
     out: Path | None, plan: ShardPlan, job_key: str, overwrite: bool
 ) -> list[Path] | None:

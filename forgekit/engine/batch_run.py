@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from itertools import islice
 from pathlib import Path
@@ -41,8 +41,10 @@ class BatchEngine(Engine):
         config: RunConfig | None = None,
         out: str | Path | None = None,
         job: dict[str, Any] | None = None,
+        *,
+        on_stored: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        super().__init__(model, config, out, job)
+        super().__init__(model, config, out, job, on_stored=on_stored)
         batch_api_for(self.model)  # the embedded model has no batch API: say so first
         self.gate = BatchGate(
             self.config, self.stats, stopping=lambda: self.stopping, emit=self.emit
@@ -216,12 +218,13 @@ async def arun_batch(
     config: RunConfig | None = None,
     limit: int | None = None,
     job: dict[str, Any] | None = None,
+    on_stored: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Run `tasks` through the provider's batch API (same arguments and result as `arun`)."""
     from forgekit.engine.bridge import with_display
 
     async def go() -> RunResult:
-        engine = BatchEngine(model, config, out, job)
+        engine = BatchEngine(model, config, out, job, on_stored=on_stored)
         try:
             return await engine.run_batch(tasks, limit=limit)
         finally:

@@ -63,11 +63,13 @@ async def arun(
     config: RunConfig | None = None,
     limit: int | None = None,
     job: dict[str, Any] | None = None,
+    on_stored: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Run `tasks` (async API: await it in a coroutine or a notebook cell). See `run` for
-    the synchronous one."""
+    the synchronous one. `on_stored` sees each record `out` already holds (a resumed run's),
+    before the first task runs."""
     kwargs = {"model": model, "out": out, "config": config, "limit": limit, "job": job}
-    return await with_display(lambda: run_engine(tasks, **kwargs))
+    return await with_display(lambda: run_engine(tasks, **kwargs, on_stored=on_stored))
 
 
 async def with_display(make: Callable[[], Awaitable[RunResult]]) -> RunResult:

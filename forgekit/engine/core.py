@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,12 @@ class Engine:
         config: RunConfig | None = None,
         out: str | Path | None = None,
         job: dict[str, Any] | None = None,
+        *,
+        on_stored: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.config = config or RunConfig()
+        # Sees each record `out` already holds when the run opens it (a resumed run's).
+        self.on_stored = on_stored
         self._models: dict[str, Model] = {}
         self._owned: list[Model] = []
         self.model = self.resolve_model(model)
@@ -286,7 +290,7 @@ class Engine:
     def _open(self, concurrency: int) -> None:
         self.gate.open(concurrency)
         if self.output is not None:
-            self.store = self.output.open()
+            self.store = self.output.open(self.on_stored)
             self._write_manifest("running")
 
     def _write_manifest(self, status: str) -> None:
@@ -362,11 +366,13 @@ async def run_engine(
     config: RunConfig | None = None,
     limit: int | None = None,
     job: dict[str, Any] | None = None,
+    on_stored: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Run `tasks` on a fresh Engine and close the models it opened. Progress goes where
     the config or the calling context says, else to text (`forgekit.engine.progress`);
-    callers use `forgekit.engine.arun` / `run`, which choose the display first."""
-    engine = Engine(model, config, out, job)
+    callers use `forgekit.engine.arun` / `run`, which choose the display first.
+    `on_stored` sees each record `out` already holds, before the first task runs."""
+    engine = Engine(model, config, out, job, on_stored=on_stored)
     try:
         return await engine.run(tasks, limit=limit)
     finally:

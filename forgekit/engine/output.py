@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,8 +49,9 @@ class RunOutput:
         self.started_at = utc_now()
         self.extra: dict[str, Any] = {}  # more sections (batch mode: its batches and gaps)
 
-    def open(self) -> JsonlStore:
-        """Open the store for appending (moving old files aside, refusing another job's)."""
+    def open(self, on_stored: Callable[[dict[str, Any]], None] | None = None) -> JsonlStore:
+        """Open the store for appending (moving old files aside, refusing another job's);
+        `on_stored` sees each record the file already holds (see `JsonlStore.open`)."""
         store = JsonlStore(self.path, checkpoint_every=self.config.checkpoint_every)
         if self.config.overwrite:
             _move_aside(store)
@@ -65,7 +67,7 @@ class RunOutput:
                 f"({_describe_job(previous.get('job', {}))}); choose another output path, "
                 f"or pass overwrite to move the old files aside"
             )
-        self.store = store.open()
+        self.store = store.open(on_stored)
         if store.repaired:
             print(
                 f"forgekit: {self.path} ended in a torn line (an interrupted write); "

@@ -9,7 +9,9 @@ Guarantees:
 - a torn tail (a last line without its newline, from a killed process) is detected on open,
   moved to `<file>.torn` for inspection, and cut off — never silently kept;
 - a malformed line anywhere else is not ours to fix: opening fails naming file and line;
-- ids already present are skipped, so a re-run resumes and never duplicates.
+- ids already present are skipped, so a re-run resumes and never duplicates; a caller that
+  needs more of the earlier records than their ids (a method's dedup keys) is handed each
+  whole record as `open` reads it, after the repair: a torn line is never one of them.
 
 Beside `<name>.jsonl` live `<name>.errors.jsonl` (one line per failed record attempt) and
 `<name>.manifest.json` (config, counts, tokens, cost, timings; written atomically).
@@ -22,7 +24,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +77,18 @@ class JsonlStore:
         self._checkpoint_seconds = checkpoint_seconds
 
     # -- opening -------------------------------------------------------------------------
-    def open(self) -> JsonlStore:
+    def open(self, on_record: Callable[[dict[str, Any]], None] | None = None) -> JsonlStore:
+        """Open for appending; `on_record` sees every record already in the file (once the
+        torn tail is cut off), in the one pass that collects their ids."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             self._repair_torn_tail()
-            self.done = {record["id"] for record in self._scan()}
+            done = set()
+            for record in self._scan():
+                done.add(record["id"])
+                if on_record is not None:
+                    on_record(record)
+            self.done = done
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         self._fd = os.open(self.path, flags, 0o644)
         return self

@@ -125,7 +125,8 @@ class Magpie(Method):
             "instruction": self.instruction_params.to_dict(),
             "response": o.response_params.to_dict(),
         }
-        # Shared with the other shards of a sharded run (their claims go through its board).
+        # The runner's (holding a resumed output's instructions), or in a sharded run the
+        # board's, shared with the other shards; an estimate's dry run keeps its own.
         self.seen = self.claims or SeenKeys()
         self.generations = 0
         return iter(range(o.max_generations or 20 * o.n))  # an iterator: the engine's total is n

@@ -33,7 +33,7 @@ from forgekit.errors import ConfigError
 from forgekit.methods.gate import GATE_OPTIONS, Gate, GateOptions, record_in_manifest
 from forgekit.methods.prompting import load_template
 from forgekit.methods.samplers import model_key
-from forgekit.methods.spec import Method, is_required, options_of
+from forgekit.methods.spec import Method, SeenKeys, is_required, options_of
 from forgekit.models import Model, ModelPool, SamplingParams
 
 # Keywords every method accepts: for the engine (RunConfig) and for reading its input.
@@ -103,6 +103,8 @@ def prepare_call(
     if batch:  # every model needs a batch API: fail before anything is sent
         check_batch_models([models.main, *models.pool.models()])
     method = cls(models.resolved_options)
+    if claims is None and cls.dedups():  # not shared: this call's own (seeded on resume)
+        claims = SeenKeys()
     method.model, method.target, method.claims = models.main, target, claims
     return method, models, method.prepare(records), job
 
@@ -392,7 +394,13 @@ class Stages:
         run.opened.add(out)
         start_run = run.entry or (arun_batch if config.batch else arun)
         result = await start_run(
-            stream, model=run.models.main, out=out, config=config, limit=limit, job=run.job
+            stream,
+            model=run.models.main,
+            out=out,
+            config=config,
+            limit=limit,
+            job=run.job,
+            on_stored=method.claim_stored if side is None and method.keeps_claims else None,
         )
         run.results.append(result)
         run.kept.append(side is None)

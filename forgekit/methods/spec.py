@@ -140,7 +140,8 @@ class Method:
     - `summary(records)`: extra entries for `df.attrs['forgekit']`.
     - `score(record)`: the record's score, when the method has one (see methods.gate).
     - `dedup_keys(record)`: the keys a method that drops repeats (Magpie's instructions)
-      claims for a record: a sharded run seeds its shared claims with them on resume.
+      claims for a record: a resumed run claims those of the records its output already
+      holds (a local run when it opens the file, a sharded run before its shards start).
     """
 
     name: ClassVar[str]
@@ -155,8 +156,8 @@ class Method:
     # For a method without input: the option its one positional argument sets (magpie's n).
     positional: ClassVar[str | None] = None
     target: int | None = None  # the call's `target=` (records that must pass the gate)
-    # Dedup keys shared with the call's other shards (forgekit.distributed.shard_worker);
-    # None: the method keeps its own (`SeenKeys`).
+    # The dedup keys claimed so far, for a method that `dedups`: the runner's `SeenKeys`, or
+    # in a sharded run the board's, shared with the other shards (forgekit.distributed).
     claims: Any = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -211,6 +212,17 @@ class Method:
         """Whether the method drops repeats by key (its shards then share their claims)."""
         return cls.dedup_keys is not Method.dedup_keys
 
+    @property
+    def keeps_claims(self) -> bool:
+        """Whether the dedup claims are this process's own (a sharded run's are the board's,
+        which its driver seeds from the part files before any shard starts)."""
+        return isinstance(self.claims, SeenKeys)
+
+    def claim_stored(self, record: dict[str, Any]) -> None:
+        """A record the output already held when a resumed run opened it: its keys are
+        taken, so the run never repeats one (`keeps_claims` only)."""
+        self.claims.add(self.dedup_keys(record))
+
     @classmethod
     def has_scores(cls) -> bool:
         return cls.score is not Method.score
@@ -239,6 +251,10 @@ class SeenKeys:
 
     def __init__(self) -> None:
         self._keys: set[str] = set()
+
+    def add(self, keys: Iterable[str]) -> None:
+        """Keys claimed before this process started: a resumed run's stored records'."""
+        self._keys.update(keys)
 
     async def claim(self, key: str) -> bool:
         """True for the first claim of `key`, False for a repeat."""

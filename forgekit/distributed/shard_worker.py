@@ -163,7 +163,8 @@ def run_shard(
 def _run_shard(spec: ShardSpec, records: list[Any], board: Any) -> dict[str, Any]:
     from forgekit.engine import run_sync
     from forgekit.methods.gate import Gate
-    from forgekit.methods.runner import Run, prepare_call
+    from forgekit.methods.runner import prepare_call
+    from forgekit.methods.stages import Run
 
     reporter = Reporter(board, spec.run, spec.index)
     reporter.start()

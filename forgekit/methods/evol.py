@@ -28,8 +28,8 @@ from forgekit.engine import RunContext
 from forgekit.errors import ConfigError
 from forgekit.methods.parsing import item_rng, normalize_text
 from forgekit.methods.prompting import chat_messages, describe_item
-from forgekit.methods.runner import Stages
 from forgekit.methods.spec import Method, model_option, option, sampling
+from forgekit.methods.stages import Stages
 from forgekit.models import Model, SamplingParams
 
 # --- prompt templates (our own wording of the paper's operations) ---------------------------

@@ -19,9 +19,9 @@ from forgekit.data.text import detect_script, length_units
 from forgekit.engine import RunContext
 from forgekit.errors import ConfigError, UnsupportedOperationError
 from forgekit.methods.prompting import chat_messages
-from forgekit.methods.runner import Stages
 from forgekit.methods.samplers import with_seed
 from forgekit.methods.spec import Method, SeenKeys, model_option, option, sampling
+from forgekit.methods.stages import Stages
 from forgekit.models import Model, SamplingParams
 from forgekit.models.chat_formats import CHAT_FORMATS, pre_query_text
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 _METHODS: dict[str, type[Method]] = {}
 # Modules of this package that hold the machinery, not methods.
-_MACHINERY = {"spec", "runner", "registry", "parsing", "prompting"}
+_MACHINERY = {"spec", "runner", "stages", "registry", "parsing", "prompting"}
 
 
 def register(cls: type[Method]) -> type[Method]:

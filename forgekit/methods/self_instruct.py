@@ -31,9 +31,9 @@ from forgekit.errors import ConfigError
 from forgekit.evaluate.rouge import RougePool
 from forgekit.methods.parsing import parse_labeled, parse_numbered_list, parse_yes_no, strip_quotes
 from forgekit.methods.prompting import chat_messages
-from forgekit.methods.runner import Stages
 from forgekit.methods.samplers import with_seed
 from forgekit.methods.spec import Method, option, sampling
+from forgekit.methods.stages import Stages
 from forgekit.models import SamplingParams
 
 LANGUAGES = ("en", "zh")

@@ -27,7 +27,7 @@ from forgekit.errors import ConfigError
 
 if TYPE_CHECKING:
     from forgekit.engine import RunContext
-    from forgekit.methods.runner import Stages
+    from forgekit.methods.stages import Stages
     from forgekit.models import Model
 
 # The kinds of option the runner treats specially (see OptionInfo.kind).

@@ -37,63 +37,81 @@ def _sha1_hashes(items: list[bytes]) -> np.ndarray:
 
 # --- the "sha1" hash: SHA-1 itself, vectorized over the shingles of a chunk -----------------
 #
-# datasketch hashes each shingle with SHA-1, one hashlib call per shingle (~0.9 us). Almost
-# every shingle fits in a single 64-byte SHA-1 block (at most 55 bytes of message), so the
-# compression function is run here on all shingles of a chunk at once: 80 rounds of uint32
-# numpy operations over vectors of a few thousand shingles, with the message words gathered
-# straight from the chunk's bytes (no bytes object per shingle). Longer shingles go through
-# hashlib. Tests check the result against hashlib bit for bit.
+# Almost every shingle fits in a single 64-byte SHA-1 block (at most 55 bytes of message), so
+# the compression function runs on all of them at once: 80 rounds of uint32 numpy operations
+# over vectors of a few thousand shingles, with the message words gathered straight from the
+# chunk's bytes (no bytes object per shingle). Longer shingles go through hashlib.
+#
+# ~1,400 numpy calls per batch, so their fixed cost matters: every operand is an array (a
+# constant is a 0-d uint32 array; a Python int or numpy scalar costs 2-3x the call overhead)
+# and the output is positional. With that, vectors small enough for the ~24 live ones to stay
+# in L2 win. Words of the block that are zero (past the message and its padding byte) are
+# skipped wherever they would be added or xored, and the last round's rotation (of a word
+# that is not part of H0) is not done.
 
 _SHA1_H = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0)
-_SHA1_K = tuple(np.uint32(k) for k in (0x5A827999, 0x6ED9EBA1, 0x8F1BBCDC, 0xCA62C1D6))
+_SHA1_H0 = np.array(_SHA1_H[0], dtype=np.uint32)
+_SHA1_K = tuple(
+    np.array(k, dtype=np.uint32) for k in (0x5A827999, 0x6ED9EBA1, 0x8F1BBCDC, 0xCA62C1D6)
+)
+_S1, _S2, _S5, _S27, _S30, _S31 = (np.array(s, dtype=np.uint32) for s in (1, 2, 5, 27, 30, 31))
 _SHA1_ONE_BLOCK = 55  # bytes of message that fit in one block with the padding and length
-# Shingles per vector: each batch costs ~1400 numpy calls, so their fixed overhead wants big
-# vectors, while the ~24 live uint32 vectors want to stay in cache. Measured on a 2 MB L2 /
-# 32 MB L3 Xeon (median of 6): 260 ns per shingle at 16384, 249 at 32768, 222 at 65536.
-_SHA1_BATCH = 65536
+# Shingles per vector. Measured here (2-core EPYC, 1 MB L2 per core, median of 3): 264 ns
+# per shingle at 4096, 222 at 8192, 201 at 16384, 203 at 32768, 206 at 65536.
+_SHA1_BATCH = 16384
+
+_xor, _and, _or, _add = np.bitwise_xor, np.bitwise_and, np.bitwise_or, np.add
+_shl, _shr = np.left_shift, np.right_shift
 
 
-def _rotl_inplace(x: np.ndarray, bits: int, scratch: np.ndarray) -> None:
-    np.left_shift(x, bits, out=scratch)
-    np.right_shift(x, 32 - bits, out=x)
-    x |= scratch
-
-
-def _sha1_first_word(w: np.ndarray) -> np.ndarray:
-    """The first word H0 of SHA-1 of one-block messages; w is the (16, n) block, consumed."""
+def _sha1_first_word(w: np.ndarray, n_words: int) -> np.ndarray:
+    """The first word H0 of SHA-1 of one-block messages. w is the (16, n) block, consumed;
+    its rows n_words..14 are zero."""
     n = w.shape[1]
     a, b, c, d, e = (np.full(n, h, dtype=np.uint32) for h in _SHA1_H)
     f, t1, t2 = (np.empty(n, dtype=np.uint32) for _ in range(3))
+    zero = [n_words <= i < 15 for i in range(16)]  # rows of the ring known to be zero
     for t in range(80):
-        wt = w[t & 15]
+        i = t & 15
+        wt = w[i]
         if t >= 16:  # message schedule, in place over a ring of 16 words
-            wt ^= w[(t - 3) & 15]
-            wt ^= w[(t - 8) & 15]
-            wt ^= w[(t - 14) & 15]
-            _rotl_inplace(wt, 1, t2)
+            terms = [j for j in (i, (t - 3) & 15, (t - 8) & 15, (t - 14) & 15) if not zero[j]]
+            if terms:  # else w[t] is zero too
+                if terms[0] != i:  # w[t-16] is zero: start from the first other term
+                    np.copyto(wt, w[terms[0]])
+                for j in terms[1:]:
+                    _xor(wt, w[j], wt)
+                _shl(wt, _S1, t2)  # rotl 1
+                _shr(wt, _S31, wt)
+                _or(wt, t2, wt)
+                zero[i] = False
         if t < 20:  # choose: d ^ (b & (c ^ d))
-            np.bitwise_xor(c, d, out=f)
-            f &= b
-            f ^= d
+            _xor(c, d, f)
+            _and(f, b, f)
+            _xor(f, d, f)
         elif 40 <= t < 60:  # majority: (b & c) | (d & (b | c))
-            np.bitwise_or(b, c, out=f)
-            f &= d
-            np.bitwise_and(b, c, out=t2)
-            f |= t2
+            _or(b, c, f)
+            _and(f, d, f)
+            _and(b, c, t2)
+            _or(f, t2, f)
         else:  # parity
-            np.bitwise_xor(b, c, out=f)
-            f ^= d
+            _xor(b, c, f)
+            _xor(f, d, f)
         # new a = rotl5(a) + f + e + K + w, built in e's buffer (e is not needed after)
-        e += f
-        e += wt
-        e += _SHA1_K[t // 20]
-        np.left_shift(a, 5, out=t1)
-        np.right_shift(a, 27, out=t2)
-        e += t1
-        e += t2  # rotl5(a) = (a << 5) | (a >> 27), and the two halves share no bits
-        _rotl_inplace(b, 30, t2)
+        _add(e, f, e)
+        if not zero[i]:
+            _add(e, wt, e)
+        _add(e, _SHA1_K[t // 20], e)
+        _shl(a, _S5, t1)
+        _shr(a, _S27, t2)
+        _add(e, t1, e)
+        _add(e, t2, e)  # rotl5(a) = (a << 5) | (a >> 27), and the two halves share no bits
+        if t < 79:  # rotl30(b) becomes c; after the last round only a counts
+            _shl(b, _S30, t2)
+            _shr(b, _S2, b)
+            _or(b, t2, b)
         a, b, c, d, e = e, a, b, c, d
-    a += np.uint32(_SHA1_H[0])
+    _add(a, _SHA1_H0, a)
     return a
 
 
@@ -117,7 +135,7 @@ def _sha1_32_spans(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) ->
         block = np.zeros((16, len(rows)), dtype=np.uint32)
         block[:n_words] = message.view(">u4").T  # big-endian words, one row per word
         block[15] = length * 8  # message length in bits
-        out[rows] = _sha1_first_word(block)
+        out[rows] = _sha1_first_word(block, n_words)
     # datasketch reads the first 4 digest bytes little-endian: H0 byte-swapped
     out.byteswap(inplace=True)
     long_rows = np.flatnonzero(long)
@@ -132,12 +150,18 @@ def _sha1_32_spans(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) ->
 # A span's key is (its first 8 bytes, its last 8 bytes, its length), read as two unaligned
 # little-endian words: exact for spans of up to 16 bytes, and for longer ones the bytes in
 # between are compared too. Spans are grouped through a direct-address table indexed by a
-# mix of the key (no sort): each slot keeps one span, the others in that slot that have the
-# same bytes take its hash; a span whose slot went to different bytes (a table collision)
-# tries again with another mix, and is hashed on its own after a few tries.
+# mix of the key (no sort: numpy's sort costs ~50 ns a key here): each slot keeps one span,
+# the others in that slot that have the same bytes take its hash; a span whose slot went to
+# different bytes (a table collision) tries again with another mix, and is hashed on its own
+# after a few tries. Random gathers (~1 ns an element here) are most of the cost.
+#
+# Grouping costs about a third of a SHA-1, so it only pays when spans repeat: a sample of
+# the chunk (its first eighth) decides.
 
 _MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))
 _DISTINCT_MIN = 4096  # below this many spans grouping costs more than it saves
+_SAMPLE = 8  # the sample is 1/_SAMPLE of the spans (at least _DISTINCT_MIN)
+_REPEATED_MIN = 0.25  # group when at least this share of the sample repeats an earlier span
 _ROUNDS = 3
 
 
@@ -153,21 +177,21 @@ def _same_middle(
     in between are equal too, compared 8 at a time (a span's last word covers its tail)."""
     same = np.ones(len(a), dtype=bool)
     rows = np.flatnonzero(lengths > 16)
+    a, b, lengths = a[rows], b[rows], lengths[rows]
     offset = 8
-    while len(rows):
-        same[rows] = words[a[rows] + offset] == words[b[rows] + offset]
+    while len(rows):  # the spans still to compare, kept compact: no gathers through rows
+        equal = words[a + offset] == words[b + offset]
+        same[rows[~equal]] = False
         offset += 8
-        rows = rows[(lengths[rows] > offset + 8) & same[rows]]
+        more = equal & (lengths > offset + 8)
+        rows, a, b, lengths = rows[more], a[more], b[more], lengths[more]
     return same
 
 
-def sha1_32_distinct_spans(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """sha1_hash32 of data[start:start+length] for each span, computing SHA-1 once per
-    distinct span (data: uint8 followed by at least 56 zero bytes)."""
+def representatives(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """For each span, the index of a span with the same bytes (itself for one span of each
+    group; exact: spans with different bytes never share one)."""
     n = len(starts)
-    if n < _DISTINCT_MIN:
-        return _sha1_32_spans(data, starts, lengths)
-    words = _words(data)
     first = words[starts]
     last = words[starts + np.maximum(lengths, 8) - 8]
     short = lengths < 8
@@ -201,6 +225,23 @@ def sha1_32_distinct_spans(data: np.ndarray, starts: np.ndarray, lengths: np.nda
         pending = pending[~match]  # left: spans whose slot went to different bytes
         if not len(pending):
             break
+    return rep
+
+
+def sha1_32_distinct_spans(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """sha1_hash32 of data[start:start+length] for each span, computing SHA-1 once per
+    distinct span when spans repeat enough for that to pay (data: uint8 followed by at least
+    56 zero bytes)."""
+    n = len(starts)
+    if n < _DISTINCT_MIN:
+        return _sha1_32_spans(data, starts, lengths)
+    words = _words(data)
+    sample = max(_DISTINCT_MIN, n // _SAMPLE)
+    if sample < n:
+        rep = representatives(words, starts[:sample], lengths[:sample])
+        if np.count_nonzero(rep != np.arange(sample)) < _REPEATED_MIN * sample:
+            return _sha1_32_spans(data, starts, lengths)
+    rep = representatives(words, starts, lengths)
     distinct = np.flatnonzero(rep == np.arange(n))
     out = np.empty(n, dtype=np.uint32)
     out[distinct] = _sha1_32_spans(data, starts[distinct], lengths[distinct])

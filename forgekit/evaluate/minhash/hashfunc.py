@@ -65,7 +65,11 @@ def _sha1_shingle_hashes(
     # from its first word to its last, exactly `" ".join(words)`.
     keep = raw != 32
     keep[1:] |= keep[:-1].copy()
-    kept = np.add.reduceat(keep, doc_start, dtype=np.int64)  # (a cumsum over bytes is slow)
+    # bytes kept per document: count_nonzero per slice is ~4x faster than a reduceat (which
+    # casts every byte to int64) and, unlike the positions of the dropped bytes, allocates
+    # nothing (fresh pages cost here: page faults are ~20 % of the time)
+    bounds = map(slice, doc_start.tolist(), (doc_start + sizes).tolist())
+    kept = np.fromiter(map(np.count_nonzero, map(keep.__getitem__, bounds)), np.int64, n)
     doc_start = np.cumsum(kept) - kept
     data = raw[keep]
     token_byte = data != 32

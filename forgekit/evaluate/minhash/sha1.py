@@ -181,21 +181,29 @@ def _words(data: np.ndarray) -> np.ndarray:
     return np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
 
 
+_MIDDLE_BLOCK = 32768  # spans compared at a time: small temporaries are reused, not faulted in
+
+
 def _same_middle(
-    words: np.ndarray, a: np.ndarray, b: np.ndarray, lengths: np.ndarray
+    words: np.ndarray, starts: np.ndarray, lengths: np.ndarray, who: np.ndarray, whose: np.ndarray
 ) -> np.ndarray:
-    """For spans already equal in their first and last 8 bytes and length: whether the bytes
-    in between are equal too, compared 8 at a time (a span's last word covers its tail)."""
-    same = np.ones(len(a), dtype=bool)
-    rows = np.flatnonzero(lengths > 16)
-    a, b, lengths = a[rows], b[rows], lengths[rows]
-    offset = 8
-    while len(rows):  # the spans still to compare, kept compact: no gathers through rows
-        equal = words[a + offset] == words[b + offset]
-        same[rows[~equal]] = False
-        offset += 8
-        more = equal & (lengths > offset + 8)
-        rows, a, b, lengths = rows[more], a[more], b[more], lengths[more]
+    """For pairs of spans (who, whose) already equal in their first and last 8 bytes and
+    length: whether the bytes in between are equal too, compared 8 at a time (a span's last
+    word covers its tail)."""
+    same = np.ones(len(who), dtype=bool)
+    for lo in range(0, len(who), _MIDDLE_BLOCK):
+        # In blocks: a whole chunk's temporaries (MBs each) would come from fresh pages
+        # every time (glibc returns them), and page faults then cost more than the compares.
+        length = lengths[who[lo : lo + _MIDDLE_BLOCK]]
+        rows = np.flatnonzero(length > 16) + lo
+        pa, pb, length = starts[who[rows]], starts[whose[rows]], length[rows - lo]
+        offset = 8
+        while len(rows):  # the spans still to compare, kept compact: no gathers through rows
+            equal = words[pa + offset] == words[pb + offset]
+            same[rows[~equal]] = False
+            offset += 8
+            more = equal & (length > offset + 8)
+            rows, pa, pb, length = rows[more], pa[more], pb[more], length[more]
     return same
 
 
@@ -229,7 +237,7 @@ def representatives(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray) 
         match = (first[owner] == first_p) & (last[owner] == last_p) & (lengths[owner] == length_p)
         candidate = np.flatnonzero(match & (owner != pending))
         who, whose = pending[candidate], owner[candidate]
-        equal = _same_middle(words, starts[who], starts[whose], lengths[who])
+        equal = _same_middle(words, starts, lengths, who, whose)
         if everyone:
             rep = rep.copy()
         rep[who[equal]] = whose[equal]

@@ -19,6 +19,7 @@ Tests check both against hashlib bit for bit.
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import numpy as np
 
@@ -171,8 +172,8 @@ def _sha1_32_spans(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) ->
 
 _MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))
 _DISTINCT_MIN = 4096  # below this many spans grouping costs more than it saves
-_SAMPLE = 8  # the sample is 1/_SAMPLE of the spans (at least _DISTINCT_MIN)
-_REPEATED_MIN = 0.25  # group when at least this share of the sample repeats an earlier span
+_SAMPLE = 16  # the sample is 1/_SAMPLE of the spans (at least _DISTINCT_MIN)
+_REPEATED_MIN = 0.2  # group when at least this share of the sample repeats an earlier span
 _ROUNDS = 3
 
 
@@ -181,7 +182,15 @@ def _words(data: np.ndarray) -> np.ndarray:
     return np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
 
 
-_MIDDLE_BLOCK = 32768  # spans compared at a time: small temporaries are reused, not faulted in
+# Spans handled at a time wherever a step needs temporaries: a whole chunk's (MBs each) would
+# come from fresh pages every time (glibc gives large blocks back), and page faults (~3 us
+# each here) then cost more than the arithmetic.
+_BLOCK = 32768
+# The per-span arrays of the grouping, kept from one chunk to the next in this thread for the
+# same reason (release_buffers() lets them go).
+_buffers = threading.local()
+_ONE, _THREE = np.uint64(1), np.uint64(3)
+_SHIFT = {bits: np.uint64(64 - bits) for bits in range(12, 25)}
 
 
 def _same_middle(
@@ -191,10 +200,8 @@ def _same_middle(
     length: whether the bytes in between are equal too, compared 8 at a time (a span's last
     word covers its tail)."""
     same = np.ones(len(who), dtype=bool)
-    for lo in range(0, len(who), _MIDDLE_BLOCK):
-        # In blocks: a whole chunk's temporaries (MBs each) would come from fresh pages
-        # every time (glibc returns them), and page faults then cost more than the compares.
-        length = lengths[who[lo : lo + _MIDDLE_BLOCK]]
+    for lo in range(0, len(who), _BLOCK):
+        length = lengths[who[lo : lo + _BLOCK]]
         rows = np.flatnonzero(length > 16) + lo
         pa, pb, length = starts[who[rows]], starts[whose[rows]], length[rows - lo]
         offset = 8
@@ -207,41 +214,71 @@ def _same_middle(
     return same
 
 
+def _buffer(name: str, n: int, dtype: type) -> np.ndarray:
+    """n items of a buffer kept for the next chunk (see _buffers)."""
+    held = _buffers.__dict__.get(name)
+    if held is None or len(held) < n:
+        held = _buffers.__dict__[name] = np.empty(n + n // 4, dtype=dtype)  # room to grow
+    return held[:n]
+
+
+def release_buffers() -> None:
+    """Let this thread's grouping buffers go (they are reused while chunks are hashed)."""
+    _buffers.__dict__.clear()
+
+
+def _keys(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(first word, last word, key) of each span, computed in blocks (see _BLOCK)."""
+    n = len(starts)
+    first, last, key = (_buffer(name, n, np.uint64) for name in ("first", "last", "key"))
+    for lo in range(0, n, _BLOCK):
+        start, length = starts[lo : lo + _BLOCK], lengths[lo : lo + _BLOCK]
+        f, t, k = first[lo : lo + _BLOCK], last[lo : lo + _BLOCK], key[lo : lo + _BLOCK]
+        f[...] = words[start]
+        t[...] = words[start + np.maximum(length, 8) - 8]
+        short = np.flatnonzero(length < 8)
+        if len(short):  # a span under 8 bytes: only its own bytes count
+            f[short] &= (_ONE << (length[short].astype(np.uint64) << _THREE)) - _ONE
+            t[short] = 0
+        np.multiply(f, _MIX[0], out=k)
+        k += t * _MIX[1]
+        k += length.astype(np.uint64)
+    return first, last, key
+
+
 def representatives(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """For each span, the index of a span with the same bytes (itself for one span of each
     group; exact: spans with different bytes never share one)."""
     n = len(starts)
-    first = words[starts]
-    last = words[starts + np.maximum(lengths, 8) - 8]
-    short = lengths < 8
-    if short.any():  # a span under 8 bytes: only its own bytes count
-        keep = (np.uint64(1) << (lengths[short].astype(np.uint64) * np.uint64(8))) - np.uint64(1)
-        first[short] &= keep
-        last[short] = 0
-    key = first * _MIX[0] + last * _MIX[1] + lengths.astype(np.uint64)
+    first, last, key = _keys(words, starts, lengths)
     bits = min(max(n.bit_length(), 12), 24)
-    table = np.empty(1 << bits, dtype=np.int32)
+    table = _buffer("table", 1 << bits, np.int32)
+    slot, owner = _buffer("slot", n, np.intp), _buffer("owner", n, np.int32)
+    match = _buffer("match", n, np.bool_)
     rep = np.arange(n, dtype=np.int32)
     pending = rep
     for mix in _MIX[:_ROUNDS]:
-        everyone = len(pending) == n  # the first round: no gathers of the pending spans
-        key_p = key if everyone else key[pending]
-        slot = ((key_p * mix) >> np.uint64(64 - bits)).astype(np.intp)
-        table[slot] = pending  # one span per slot wins; the others compare with it
-        owner = table[slot]
-        first_p, last_p, length_p = (
-            (first, last, lengths)
-            if everyone
-            else (first[pending], last[pending], lengths[pending])
-        )
-        match = (first[owner] == first_p) & (last[owner] == last_p) & (lengths[owner] == length_p)
-        candidate = np.flatnonzero(match & (owner != pending))
+        m = len(pending)
+        everyone = m == n  # the first round: no gathers of the pending spans
+        for lo in range(0, m, _BLOCK):
+            part = slice(lo, min(lo + _BLOCK, m))
+            slot[part] = (key[part] if everyone else key[pending[part]]) * mix >> _SHIFT[bits]
+        table[slot[:m]] = pending  # one span per slot wins; the others compare with it
+        np.take(table, slot[:m], out=owner[:m])
+        for lo in range(0, m, _BLOCK):  # same first and last word and length as the winner?
+            part = slice(lo, min(lo + _BLOCK, m))
+            who = owner[part]
+            mine = part if everyone else pending[part]
+            np.equal(first[who], first[mine], out=match[part])
+            match[part] &= last[who] == last[mine]
+            match[part] &= lengths[who] == lengths[mine]
+        candidate = np.flatnonzero(match[:m] & (owner[:m] != pending))
         who, whose = pending[candidate], owner[candidate]
         equal = _same_middle(words, starts, lengths, who, whose)
         if everyone:
             rep = rep.copy()
         rep[who[equal]] = whose[equal]
-        pending = pending[~match]  # left: spans whose slot went to different bytes
+        pending = pending[~match[:m]]  # left: spans whose slot went to different bytes
         if not len(pending):
             break
     return rep

@@ -114,13 +114,17 @@ def make_corpus(n_docs: int, folder: Path, n_files: int, seed: int = 0) -> dict:
     }
 
 
-def read_folder(folder: Path) -> list[dict]:
+def read_folder(folder: Path, limit: int | None = None) -> list[dict]:
+    """The records of the folder's files in order (only the files that the first `limit`
+    records need)."""
     from forgekit.data.io import read_records
 
     records: list[dict] = []
     for path in sorted(folder.glob("*.jsonl")):
+        if limit is not None and len(records) >= limit:
+            break
         records.extend(read_records(path))
-    return records
+    return records[:limit]
 
 
 def peak_rss_mb() -> dict:
@@ -296,7 +300,7 @@ def per_core(texts: list[str], rensa_python: str | None, work: Path, repeats: in
 def stage_percore(
     folder: Path, work: Path, n_docs: int, rensa_python: str | None, repeats: int
 ) -> dict:
-    texts = [r["input"] for r in read_folder(folder)[:n_docs]]
+    texts = [r["input"] for r in read_folder(folder, n_docs)]
     out = {"synthetic": per_core(texts, rensa_python, work, repeats)}
     man = man_pages()
     if man:

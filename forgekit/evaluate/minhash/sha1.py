@@ -36,6 +36,30 @@ def _sha1_hashes(items: list[bytes]) -> np.ndarray:
     return np.ascontiguousarray(digests[:, :4]).view("<u4").ravel().astype(np.uint32)
 
 
+# --- memory ------------------------------------------------------------------------------
+#
+# Spans handled at a time wherever a step needs temporaries: a whole chunk's (MBs each) would
+# come from fresh pages every time (glibc gives large blocks back), and page faults (~3 us
+# each here) then cost more than the arithmetic.
+_BLOCK = 32768
+# The arrays that every chunk (or SHA-1 batch) needs, kept from one to the next in this
+# thread for the same reason (release_buffers() lets them go).
+_buffers = threading.local()
+
+
+def _buffer(name: str, n: int, dtype: type) -> np.ndarray:
+    """n items of a buffer kept for the next chunk (see _buffers)."""
+    held = _buffers.__dict__.get(name)
+    if held is None or len(held) < n:
+        held = _buffers.__dict__[name] = np.empty(n + n // 4, dtype=dtype)  # room to grow
+    return held[:n]
+
+
+def release_buffers() -> None:
+    """Let this thread's buffers go (they are reused while chunks are hashed)."""
+    _buffers.__dict__.clear()
+
+
 # --- the "sha1" hash: SHA-1 itself, vectorized over the shingles of a chunk -----------------
 #
 # Almost every shingle fits in a single 64-byte SHA-1 block (at most 55 bytes of message), so
@@ -69,8 +93,9 @@ def _sha1_first_word(w: np.ndarray, n_words: int) -> np.ndarray:
     """The first word H0 of SHA-1 of one-block messages. w is the (16, n) block, consumed;
     its rows n_words..14 are zero."""
     n = w.shape[1]
-    a, b, c, d, e = (np.full(n, h, dtype=np.uint32) for h in _SHA1_H)
-    f, t1, t2 = (np.empty(n, dtype=np.uint32) for _ in range(3))
+    a, b, c, d, e, f, t1, t2 = (_buffer(f"sha1_{i}", n, np.uint32) for i in range(8))
+    for word, h in zip((a, b, c, d, e), _SHA1_H, strict=True):
+        word.fill(h)
     zero = [n_words <= i < 15 for i in range(16)]  # rows of the ring known to be zero
     for t in range(80):
         i = t & 15
@@ -139,9 +164,11 @@ def _sha1_32_spans(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) ->
         # one copy per span (a 2-D gather copies byte by byte, ~3x slower).
         width = 4 * n_words
         windows = np.ndarray((len(data) - width + 1,), f"V{width}", buffer=data, strides=(1,))
-        message = windows[starts[rows]].view(">u4").reshape(len(rows), n_words)
-        block = np.zeros((16, len(rows)), dtype=np.uint32)
-        block[:n_words] = message.T  # big-endian words, one row per word
+        message = _buffer("sha1_message", 56 * len(rows), np.uint8)[: width * len(rows)]
+        np.take(windows, starts[rows], out=message.view(windows.dtype))
+        block = _buffer("sha1_block", 16 * len(rows), np.uint32).reshape(16, len(rows))
+        block[:n_words] = message.view(">u4").reshape(len(rows), n_words).T  # big-endian words
+        block[n_words:15] = 0
         for j in range(int(length[0]) >> 2, n_words):  # words where some message ends
             tail = np.clip(length - (4 * j - 1), 0, 5)
             _and(block[j], _TAIL_MASK[tail], block[j])
@@ -182,13 +209,6 @@ def _words(data: np.ndarray) -> np.ndarray:
     return np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
 
 
-# Spans handled at a time wherever a step needs temporaries: a whole chunk's (MBs each) would
-# come from fresh pages every time (glibc gives large blocks back), and page faults (~3 us
-# each here) then cost more than the arithmetic.
-_BLOCK = 32768
-# The per-span arrays of the grouping, kept from one chunk to the next in this thread for the
-# same reason (release_buffers() lets them go).
-_buffers = threading.local()
 _ONE, _THREE = np.uint64(1), np.uint64(3)
 _SHIFT = {bits: np.uint64(64 - bits) for bits in range(12, 25)}
 
@@ -212,19 +232,6 @@ def _same_middle(
             more = equal & (length > offset + 8)
             rows, pa, pb, length = rows[more], pa[more], pb[more], length[more]
     return same
-
-
-def _buffer(name: str, n: int, dtype: type) -> np.ndarray:
-    """n items of a buffer kept for the next chunk (see _buffers)."""
-    held = _buffers.__dict__.get(name)
-    if held is None or len(held) < n:
-        held = _buffers.__dict__[name] = np.empty(n + n // 4, dtype=dtype)  # room to grow
-    return held[:n]
-
-
-def release_buffers() -> None:
-    """Let this thread's grouping buffers go (they are reused while chunks are hashed)."""
-    _buffers.__dict__.clear()
 
 
 def _keys(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, ...]:

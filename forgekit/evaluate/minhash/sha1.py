@@ -164,8 +164,7 @@ def _sha1_32_spans(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) ->
         # one copy per span (a 2-D gather copies byte by byte, ~3x slower).
         width = 4 * n_words
         windows = np.ndarray((len(data) - width + 1,), f"V{width}", buffer=data, strides=(1,))
-        message = _buffer("sha1_message", 56 * len(rows), np.uint8)[: width * len(rows)]
-        np.take(windows, starts[rows], out=message.view(windows.dtype))
+        message = windows[starts[rows]]
         block = _buffer("sha1_block", 16 * len(rows), np.uint32).reshape(16, len(rows))
         block[:n_words] = message.view(">u4").reshape(len(rows), n_words).T  # big-endian words
         block[n_words:15] = 0

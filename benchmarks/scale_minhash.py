@@ -377,6 +377,8 @@ def main() -> None:
         for stage in args.skip:
             if stage in previous:
                 results[stage] = previous[stage]
+        if {"local", "ray"} <= set(args.skip) and "ray_removed_equals_local" in previous:
+            results["ray_removed_equals_local"] = previous["ray_removed_equals_local"]
     for stage in ("percore", "local", "ray"):
         if stage not in args.skip:
             results[stage] = run_stage(stage, args)

@@ -71,9 +71,8 @@ def release_buffers() -> None:
 # ~1,400 numpy calls per batch, so their fixed cost matters: every operand is an array (a
 # constant is a 0-d uint32 array; a Python int or numpy scalar costs 2-3x the call overhead)
 # and the output is positional (~0.35 us a call instead of ~1 us). Words of the block that
-# are zero (past the message and its padding byte) are
-# skipped wherever they would be added or xored, and the last round's rotation (of a word
-# that is not part of H0) is not done.
+# are zero (past the message and its padding byte) are skipped wherever they would be added
+# or xored, and the last round's rotation (of a word that is not part of H0) is not done.
 
 _SHA1_H = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0)
 _SHA1_H0 = np.array(_SHA1_H[0], dtype=np.uint32)

@@ -102,6 +102,8 @@ def test_sha1_once_per_distinct_span_equals_hashlib_on_every_span():
     pool = [rng.bytes(int(n)) for n in rng.integers(0, 70, 3000)]
     pool += [b"prefix--" + bytes([65 + k]) * m + b"--suffix" for k in range(3) for m in (1, 9, 30)]
     pool += [b"", b"a", b"abcdefgh", b"abcdefgi"]
+    # equal in length, first 24 bytes and last 8: they differ only in between
+    pool += [b"m" * 24 + bytes([66 + k]) + b"m" * 20 for k in range(4)]
     picks = rng.integers(0, len(pool), 20_000)
     messages = [pool[i] for i in picks]
     data = b"".join(messages)
@@ -110,6 +112,56 @@ def test_sha1_once_per_distinct_span_equals_hashlib_on_every_span():
     padded = np.frombuffer(data + bytes(64), dtype=np.uint8)
     got = sha1_32_distinct_spans(padded, starts, lengths)
     assert got.tolist() == [sha1_hash32(m) for m in messages]
+
+
+def test_sha1_of_spans_that_do_not_repeat_equals_hashlib():
+    # too few repeats in the sample for grouping to pay: every span hashed on its own
+    rng = np.random.default_rng(3)
+    messages = [rng.bytes(int(n)) for n in rng.integers(1, 70, 20_000)]
+    data = b"".join(messages)
+    starts = np.cumsum([0] + [len(m) for m in messages[:-1]])
+    lengths = np.array([len(m) for m in messages])
+    padded = np.frombuffer(data + bytes(64), dtype=np.uint8)
+    got = sha1_32_distinct_spans(padded, starts, lengths)
+    assert got.tolist() == [sha1_hash32(m) for m in messages]
+
+
+def _datasketch_bulk(texts, ngram, num_perm=64):
+    encoded = [[s.encode("utf-8") for s in shingles(t, ngram)] for t in texts]
+    return np.array([m.hashvalues for m in MinHash.bulk(encoded, num_perm=num_perm)])
+
+
+@pytest.mark.parametrize("repeats", [True, False])
+def test_sha1_signatures_equal_datasketch_on_a_chunk_of_many_shingles(repeats):
+    # One chunk of a few hundred documents, enough shingles for the per-chunk grouping of
+    # repeated shingles (repeats=True: boilerplate everywhere) or for the sample to skip it
+    # (False: every word new), with the edge cases among them: empty, shorter than ngram,
+    # Chinese, one word repeated, words long enough for a shingle past one SHA-1 block.
+    rng = random.Random(4)
+    boiler = ["usage", "options", "the", "following", "flags", "are", "accepted", "by", "this"]
+    docs = []
+    for i in range(300):
+        if repeats:
+            words = boiler * 2 + [f"w{rng.randrange(50)}" for _ in range(20)]
+        else:
+            words = [f"u{i}x{j}y{rng.randrange(10**9)}" for j in range(40)]
+        docs.append(" ".join(words))
+    docs += [
+        "",
+        "hi",
+        "hi there",
+        "spam " * 300,
+        "涂了甲硝唑后皮肤长的痘痘没有效果，我应该如何处理？" * 3,
+    ]
+    docs += [" ".join(["x" * 30] * 5), "Ünïcödé naïve café " * 20]
+    texts_shingles = [shingles(t, 3) for t in docs]
+    flat = [s for sh in texts_shingles for s in sh]
+    sample = flat[: len(flat) // 16]
+    repeated = 1 - len(set(sample)) / len(sample)
+    assert len(flat) > 10_000
+    assert (repeated > 0.4) if repeats else (repeated < 0.01)  # grouping needs 0.2
+    sigs = minhash_signatures(docs, num_perm=64, ngram=3)
+    assert np.array_equal(sigs, _datasketch_bulk(docs, 3))
 
 
 def test_vectorized_sha1_across_several_batches():

@@ -22,6 +22,7 @@ import numpy as np
 
 from forgekit.errors import ConfigError
 from forgekit.evaluate.minhash.hashfunc import HASHES, shingle_hashes
+from forgekit.evaluate.minhash.sha1 import release_buffers
 from forgekit.evaluate.text import check_script
 
 _FMIX = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35))
@@ -70,9 +71,10 @@ def _sign_chunk(
     sig = np.empty((num_perm, len(rows)), dtype=np.uint32)
     with np.errstate(over="ignore"):
         for k in range(num_perm):
-            # uint32 arithmetic wraps: this *is* datasketch's a*h+b mod 2^32.
-            np.multiply(mixed, a[k], out=tmp)
-            np.add(tmp, b[k], out=tmp)
+            # uint32 arithmetic wraps: this *is* datasketch's a*h+b mod 2^32. (a[k:k+1], not
+            # a numpy scalar a[k]: an array operand costs numpy less per call.)
+            np.multiply(mixed, a[k : k + 1], tmp)
+            np.add(tmp, b[k : k + 1], tmp)
             sig[k] = np.minimum.reduceat(tmp, offsets)
     out[rows] = sig.T
     return out
@@ -123,7 +125,10 @@ def minhash_signatures(
     if not chunks:
         return np.empty((0, num_perm), dtype=np.uint32)
     if jobs == 1 or len(chunks) == 1:
-        parts = [_sign_chunk(c, ngram, script, a, b, hash) for c in chunks]
+        try:
+            parts = [_sign_chunk(c, ngram, script, a, b, hash) for c in chunks]
+        finally:
+            release_buffers()  # the grouping's buffers, kept from chunk to chunk
     else:
         with ProcessPoolExecutor(max_workers=min(jobs, len(chunks))) as pool:
             parts = list(

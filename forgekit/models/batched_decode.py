@@ -99,6 +99,7 @@ class BatchedDecoder:
         self._waiting: deque[Request] = deque()
         self._active: dict[int, _Sequence] = {}
         self._free = list(range(slots - 1, -1, -1))
+        self._prefill_turn = False  # the last step was a prompt chunk
         self.stats = {"steps": 0, "tokens": 0, "prompt_tokens": 0, "requests": 0}
 
     # -- called from any thread ------------------------------------------------------------
@@ -227,7 +228,13 @@ class BatchedDecoder:
         return chain
 
     def _step(self) -> None:
-        """One llama_decode: every decoding sequence's next token, then prompt chunks."""
+        """One llama_decode: either the next token of every decoding sequence, or one chunk
+        of one sequence's prompt, taking turns while both kinds are waiting.
+
+        Never both in one batch: with a KV stream per sequence llama.cpp splits a batch into
+        micro-batches holding the same number of tokens of each sequence, so a 40-token
+        prompt chunk beside seven 1-token decodes ran as ~40 micro-batches (measured: 77 ms
+        per step instead of ~33 for eight sequences)."""
         batch, outputs, n = self.batch, [], 0
 
         def put(token: int, pos: int, seq_id: int, logits: bool) -> None:
@@ -236,20 +243,32 @@ class BatchedDecoder:
             batch.seq_id[n][0], batch.logits[n] = seq_id, logits
             n += 1
 
-        for seq in self._active.values():
-            if not seq.prefilling:
-                outputs.append((n, seq))
-                put(seq.next_token, seq.n_past, seq.seq_id, True)
-        for seq in self._active.values():
-            if seq.prefilling and n < self.n_batch:
-                prompt = seq.request.prompt
-                end = min(len(prompt), seq.n_past + self.n_batch - n)
+        # In seq_id order: llama.cpp maps a micro-batch's sequences to their KV streams in
+        # one piece only when they come in stream order (a reversed order of the same eight
+        # sequences measured 100 tok/s instead of 260).
+        decoding = sorted(
+            (seq for seq in self._active.values() if not seq.prefilling), key=lambda q: q.seq_id
+        )
+        prefilling = [seq for seq in self._active.values() if seq.prefilling]
+        self._prefill_turn = bool(prefilling) and (not decoding or not self._prefill_turn)
+        if self._prefill_turn:
+            # The same number of prompt tokens of each waiting sequence (what one equal
+            # micro-batch holds): eight 37-token prompts go in one step, not eight.
+            prefilling.sort(key=lambda q: q.seq_id)
+            left = [len(q.request.prompt) - q.n_past for q in prefilling]
+            share = min(min(left), max(1, self.n_batch // len(prefilling)))
+            for seq in prefilling[: self.n_batch // share]:
+                prompt, end = seq.request.prompt, seq.n_past + share
                 for pos in range(seq.n_past, end):
                     put(prompt[pos], pos, seq.seq_id, pos == len(prompt) - 1)
-                self.stats["prompt_tokens"] += end - seq.n_past
+                self.stats["prompt_tokens"] += share
                 if end == len(prompt):
                     outputs.append((n - 1, seq))
                 seq.n_past = end
+        else:
+            for seq in decoding:
+                outputs.append((n, seq))
+                put(seq.next_token, seq.n_past, seq.seq_id, True)
         batch.n_tokens = n
         status = llama_cpp.llama_decode(self.ctx, batch)
         self.stats["steps"] += 1

@@ -79,9 +79,11 @@ class LocalModel:
     """A GGUF model served by a local worker process. `name` is the profile name."""
 
     supports_completion = True
-    # Measured on 2 cores (benchmarks/local_model.py): 8 concurrent sequences per decode step
-    # give the most completion tokens/s; the worker decodes that many together.
-    default_concurrency = DEFAULT_SLOTS
+    # Measured on 2 cores (benchmarks/local_model.py, 32 prompts x 64 tokens): the worker
+    # decodes 8 sequences per step; 16 requests in flight keep a queue in the worker, so a
+    # finished sequence's slot is refilled at the next step instead of after a round trip
+    # (191 tok/s against 167 at 8; 16 slots would give 210 but hold twice the KV memory).
+    default_concurrency = 2 * DEFAULT_SLOTS
 
     def __init__(
         self,

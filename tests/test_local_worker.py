@@ -313,3 +313,29 @@ def test_a_wrong_weights_setting_names_the_variable(own_workers, monkeypatch):
     monkeypatch.setenv("FORGEKIT_WORKER_WEIGHTS", "q2")
     with pytest.raises(ConfigError, match=r"FORGEKIT_WORKER_WEIGHTS='q2': choose one of auto"):
         get_model("local").worker()
+
+
+def test_a_prompt_reuses_the_cached_prefix_of_a_slot_and_answers_the_same(own_workers):
+    """A slot keeps its last sequence's KV cells: a prompt with the same beginning (the chat
+    template's system turn, a method's instructions) decodes only the rest, and greedy text
+    is what a cold slot gives."""
+    model = get_model("local")
+    worker = model.worker()
+    prompt = "Write one sentence about owls."
+
+    def run_once():
+        before = call(worker, {"op": "status"})
+        text = asyncio.run(_chat(model, prompt, max_tokens=24)).text
+        after = call(worker, {"op": "status"})
+        return text, after["prompt_tokens_reused"] - before["prompt_tokens_reused"], after
+
+    cold, reused_cold, _ = run_once()
+    warm, reused_warm, status = run_once()
+    assert reused_cold == 0  # a fresh worker has nothing cached
+    # the whole prompt but its last token came from the cache; the answer is the same
+    assert reused_warm > 20 and status["prompt_tokens"] < 2 * reused_warm
+    assert warm == cold
+    other = asyncio.run(_chat(model, "Name three colours.", max_tokens=12)).text
+    shared = call(worker, {"op": "status"})["prompt_tokens_reused"] - status["prompt_tokens_reused"]
+    assert 10 < shared < reused_warm  # only the system turn and the user header are shared
+    assert len(other.split()) >= 2

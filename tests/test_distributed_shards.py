@@ -78,37 +78,50 @@ def complete_lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
+class HeldShardRun:
+    """A sharded `generate` over 400 items in a thread, whose shard 2 (items 200-399) the
+    stub answers up to item 249 and then holds: the scene of a worker lost mid-run."""
+
+    def __init__(self, stub, model: str, folder: Path, name: str, **options) -> None:
+        self.data = [{"n": i} for i in range(400)]
+        self.call = {"user": "Number {{ n }}", "model": model, "cache": False, **QUIET}
+        self.expected = [comparable(r) for r in generate(self.data, **self.call).to_dict("records")]
+        stub.configure(hold_match=r"Number (2[5-9]\d|3\d\d)\b")
+        self.call |= options
+        self.out = folder / f"{name}.jsonl"
+        self.parts = [folder / f"{name}.jsonl.parts" / f"shard-0000{k}.jsonl" for k in (0, 1)]
+        self.box: dict = {}
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.box["df"] = generate(self.data, engine="ray", shards=2, out=self.out, **self.call)
+        except BaseException as exc:
+            self.box["error"] = exc
+
+    def result(self):
+        self.thread.join(timeout=300)
+        assert not self.thread.is_alive() and "error" not in self.box, self.box.get("error")
+        return self.box["df"]
+
+
 def test_killed_shard_worker_loses_nothing_and_a_rerun_resumes_it(
     ray_cluster, stub, stub_model, tmp_path
 ):
     from forgekit.distributed.shards import shard_worker_pids
 
-    data = [{"n": i} for i in range(400)]
-    call = {"user": "Number {{ n }}", "model": stub_model, "cache": False, **QUIET}
-    expected = [comparable(r) for r in generate(data, **call).to_dict("records")]
-    # Shard 2 of 2 holds items 200-399: the stub answers 200-249, then holds the rest.
-    stub.configure(hold_match=r"Number (2[5-9]\d|3\d\d)\b")
-    out = tmp_path / "killed.jsonl"
-    parts = [tmp_path / "killed.jsonl.parts" / f"shard-0000{k}.jsonl" for k in (0, 1)]
-    box: dict = {}
-
-    def first_run() -> None:
-        try:
-            # No relaunch: the lost shard waits for the user's re-run.
-            box["df"] = generate(data, engine="ray", shards=2, out=out, shard_retries=0, **call)
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=first_run)
-    thread.start()
+    # No relaunch: the lost shard waits for the user's re-run.
+    held = HeldShardRun(stub, stub_model, tmp_path, "killed", shard_retries=0)
+    data, expected, out, parts = held.data, held.expected, held.out, held.parts
+    call = {k: v for k, v in held.call.items() if k != "shard_retries"}  # for the re-run
     wait_until(lambda: complete_lines(parts[1]) == 50, "shard 2 to write its 50 answers")
     os.kill(shard_worker_pids(out)[1], signal.SIGKILL)
-    thread.join(timeout=180)
-    assert not thread.is_alive() and "error" not in box, box.get("error")
-    first = box["df"].attrs["forgekit"]
+    df = held.result()
+    first = df.attrs["forgekit"]
     assert first["status"] == "failed" and "shard 2/2" in first["stop_reason"]
     assert [s["status"] for s in first["shards"]] == ["completed", "failed"]
-    assert len(box["df"]) == 250  # shard 1's 200 and what shard 2 finished: nothing lost
+    assert len(df) == 250  # shard 1's 200 and what shard 2 finished: nothing lost
     assert complete_lines(parts[0]) == 200 and complete_lines(parts[1]) == 50
 
     stub.configure()  # release the held requests; counters start again at 0
@@ -129,35 +142,19 @@ def test_a_lost_shard_is_relaunched_and_the_same_call_completes(
 ):
     from forgekit.distributed.shards import shard_worker_pids
 
-    data = [{"n": i} for i in range(400)]
-    call = {"user": "Number {{ n }}", "model": stub_model, "cache": False, **QUIET}
-    expected = [comparable(r) for r in generate(data, **call).to_dict("records")]
-    # Shard 2 of 2 holds items 200-399: the stub answers 200-249, then holds the rest.
-    stub.configure(hold_match=r"Number (2[5-9]\d|3\d\d)\b")
-    out = tmp_path / "relaunched.jsonl"
-    parts = [tmp_path / "relaunched.jsonl.parts" / f"shard-0000{k}.jsonl" for k in (0, 1)]
-    box: dict = {}
-
-    def run() -> None:
-        try:
-            box["df"] = generate(data, engine="ray", shards=2, out=out, **call)  # 2 retries
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    held = HeldShardRun(stub, stub_model, tmp_path, "relaunched")  # 2 relaunches by default
+    expected, out, parts = held.expected, held.out, held.parts
     wait_until(lambda: complete_lines(parts[0]) == 200, "shard 1 to finish")
     wait_until(lambda: complete_lines(parts[1]) == 50, "shard 2 to write its 50 answers")
     lost = shard_worker_pids(out)[1]
     os.kill(lost, signal.SIGKILL)
     wait_until(lambda: shard_worker_pids(out).get(1, lost) != lost, "shard 2's relaunch")
     stub.configure()  # release what the stub holds; counters start again at 0
-    thread.join(timeout=300)
-    assert not thread.is_alive() and "error" not in box, box.get("error")
-    info = box["df"].attrs["forgekit"]
+    df = held.result()
+    info = df.attrs["forgekit"]
     assert info["status"] == "completed"
     assert stub.stats()["ok"] == 150  # the relaunch resumed from the part: 250-399 only
-    assert [comparable(r) for r in box["df"].to_dict("records")] == expected
+    assert [comparable(r) for r in df.to_dict("records")] == expected
     assert [comparable(r) for r in read_jsonl(out)] == expected
     for part in parts:  # every record exactly once
         ids = [r["id"] for r in read_jsonl(part)]
@@ -175,24 +172,11 @@ def test_a_relaunched_shard_gets_only_the_budget_its_lost_attempt_left(
 ):
     from forgekit.distributed.shards import shard_reports, shard_worker_pids
 
-    data = [{"n": i} for i in range(400)]
     # max_requests=400: 200 per shard, exactly what each slice needs; 2 requests at a time.
-    call = {"user": "Number {{ n }}", "model": stub_model, "cache": False, **QUIET}
-    call |= {"max_requests": 400, "concurrency": 4, "adaptive": False}
-    # Shard 2 of 2 holds items 200-399: the stub answers 200-249, then holds the rest.
-    stub.configure(hold_match=r"Number (2[5-9]\d|3\d\d)\b")
-    out = tmp_path / "budget.jsonl"
-    parts = [tmp_path / "budget.jsonl.parts" / f"shard-0000{k}.jsonl" for k in (0, 1)]
-    box: dict = {}
-
-    def run() -> None:
-        try:
-            box["df"] = generate(data, engine="ray", shards=2, out=out, **call)
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    held = HeldShardRun(
+        stub, stub_model, tmp_path, "budget", max_requests=400, concurrency=4, adaptive=False
+    )
+    out, parts = held.out, held.parts
     wait_until(lambda: complete_lines(parts[0]) == 200, "shard 1 to finish")
     wait_until(lambda: complete_lines(parts[1]) == 50, "shard 2 to write its 50 answers")
     wait_until(lambda: stub.stats().get("held") == 2, "shard 2's two next requests held")
@@ -202,11 +186,10 @@ def test_a_relaunched_shard_gets_only_the_budget_its_lost_attempt_left(
     lost = shard_worker_pids(out)[1]
     os.kill(lost, signal.SIGKILL)
     stub._call("/_batch_config", {"hold_match": None})  # answer from now on, keep the counts
-    thread.join(timeout=300)
-    assert not thread.is_alive() and "error" not in box, box.get("error")
+    df = held.result()
     # 200 + 52 + the relaunch's 148: never more than max_requests, across attempts.
     assert stub.stats()["requests"] == 400
-    info = box["df"].attrs["forgekit"]
+    info = df.attrs["forgekit"]
     first, second = info["shards"]
     assert first["status"] == "completed" and first["stats"]["requests"] == 200
     assert second["relaunches"]["count"] == 1
@@ -218,7 +201,7 @@ def test_a_relaunched_shard_gets_only_the_budget_its_lost_attempt_left(
     assert manifest["shards"][1]["stats"]["requests"] == 200
     ids = [r["id"] for r in read_jsonl(parts[1])]  # the relaunch resumed: nothing twice
     assert len(ids) == len(set(ids)) == 50 + second["stats"]["ok"]
-    assert len(box["df"]) == 200 + len(ids) == len(read_jsonl(out))
+    assert len(df) == 200 + len(ids) == len(read_jsonl(out))
 
 
 def test_the_board_forgets_a_lost_attempt_and_ignores_its_late_reports():

@@ -86,12 +86,15 @@ def test_vectorized_sha1_equals_datasketch_sha1_hash32_at_every_length():
     rng = np.random.default_rng(0)
     messages = [rng.bytes(length) for length in range(0, 130) for _ in range(3)]
     messages += [b"", b"\x00" * 55, b"\xff" * 56, "涂了甲硝唑".encode()]
-    data = b"".join(messages)
+    assert _hash_spans(_sha1_32_spans, messages) == [sha1_hash32(m) for m in messages]
+
+
+def _hash_spans(hash_spans, messages: list[bytes]) -> list[int]:
+    """`hash_spans` over the messages laid end to end (with the zero padding it expects)."""
     starts = np.cumsum([0] + [len(m) for m in messages[:-1]])
     lengths = np.array([len(m) for m in messages])
-    padded = np.frombuffer(data + bytes(64), dtype=np.uint8)
-    got = _sha1_32_spans(padded, starts, lengths)
-    assert got.tolist() == [sha1_hash32(m) for m in messages]
+    padded = np.frombuffer(b"".join(messages) + bytes(64), dtype=np.uint8)
+    return hash_spans(padded, starts, lengths).tolist()
 
 
 def test_sha1_once_per_distinct_span_equals_hashlib_on_every_span():
@@ -118,12 +121,7 @@ def test_sha1_of_spans_that_do_not_repeat_equals_hashlib():
     # too few repeats in the sample for grouping to pay: every span hashed on its own
     rng = np.random.default_rng(3)
     messages = [rng.bytes(int(n)) for n in rng.integers(1, 70, 20_000)]
-    data = b"".join(messages)
-    starts = np.cumsum([0] + [len(m) for m in messages[:-1]])
-    lengths = np.array([len(m) for m in messages])
-    padded = np.frombuffer(data + bytes(64), dtype=np.uint8)
-    got = sha1_32_distinct_spans(padded, starts, lengths)
-    assert got.tolist() == [sha1_hash32(m) for m in messages]
+    assert _hash_spans(sha1_32_distinct_spans, messages) == [sha1_hash32(m) for m in messages]
 
 
 def _datasketch_bulk(texts, ngram, num_perm=64):

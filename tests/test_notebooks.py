@@ -29,8 +29,14 @@ SMALL = {
     "cascade": ({"max_tokens": 16}, {"cascade.jsonl": 3}),
     "evol": ({"max_tokens": 24}, {"evol.jsonl": 1}),
     "dpo": ({"max_tokens": 16, "judge_max_tokens": 32}, {"dpo.jsonl": 1}),
-    # n=1: one record, or each kept instruction dropped with a reason (see ACCOUNTING).
-    "self_instruct": ({"n": 1, "max_tokens": 48, "max_prompts": 3}, {"self_instruct.jsonl": 0}),
+    # n=1: one record, or each kept instruction dropped with a reason (see ACCOUNTING). The
+    # list prompts run until one gives a candidate (at most 3); sampled at temperature 1,
+    # SmolLM2-135M sometimes writes no parseable list in three tries (seen in CI), and then
+    # the instance stage has nothing to attempt.
+    "self_instruct": (
+        {"n": 1, "max_tokens": 64, "max_prompts": 3},
+        {"self_instruct.instructions.jsonl": 1, "self_instruct.jsonl": 0},
+    ),
     "cosmopedia": ({"max_tokens": 32}, {"cosmopedia.jsonl": 2}),
     "reasoning": ({"max_tokens": 48}, {"reasoning.jsonl": 2}),
     "doc_qa": ({"max_tokens": 48}, {"doc_qa.jsonl": 1}),
@@ -52,6 +58,8 @@ SMALL = {
     ),
     "diversity_analysis": ({"n_records": 30}, {}),
 }
+# Outputs of a stage that runs only on what an earlier stage kept (it may attempt nothing).
+LATER_STAGES = {"self_instruct.jsonl"}
 FILES = {
     "evaluate": ["diversity_report.html"],
     "pipeline": ["report.html"],
@@ -147,7 +155,8 @@ def test_notebook_runs(path: Path, tmp_path, monkeypatch):
         if manifest.exists():  # a method run: it did run, and accounted for every item
             counts = json.loads(manifest.read_text())["this_run"]
             attempted = counts["ok"] + counts["failed"] + counts["filtered"]
-            assert attempted + counts["skipped"] >= 1, f"{name}: nothing was attempted"
+            if name not in LATER_STAGES:
+                assert attempted + counts["skipped"] >= 1, f"{name}: nothing was attempted"
     for name in FILES.get(path.stem, []):
         assert (tmp_path / name).stat().st_size > 1000
     if path.stem in ACCOUNTING:

@@ -101,6 +101,18 @@ def _error_summary(exc: BaseException, secrets: list[str]) -> tuple[str, int | N
     return summary, cell, scrub(plain_text(trace)[-8000:], secrets)
 
 
+# A kernel that never started is not the notebook's failure: parallel jobs pick their kernels
+# ports at the same moment and one can lose a port to another (seen in CI as "ZMQError:
+# Address already in use", then "Kernel died before replying to kernel_info"). Such a
+# combination is started again with fresh ports, at most this many times in all.
+KERNEL_START_ATTEMPTS = 3
+_KERNEL_NOT_STARTED = ("Kernel died before replying to kernel_info", "Kernel didn't respond")
+
+
+def _kernel_did_not_start(exc: BaseException) -> bool:
+    return not hasattr(exc, "exec_count") and any(m in str(exc) for m in _KERNEL_NOT_STARTED)
+
+
 def _run_one(
     template: Path,
     combo: Combination,
@@ -124,22 +136,26 @@ def _run_one(
     scratch = out / ".scratch" / f"{combo.name}.ipynb"
     scratch.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    try:
-        papermill.execute_notebook(
-            str(template),
-            str(scratch),
-            parameters=parameters,
-            cwd=str(workdir),
-            kernel_name=kernel,
-            progress_bar=False,
-            log_output=False,
-            execution_timeout=timeout,
-            report_mode=False,
-        )
-        combo.status, combo.error = "ok", None
-    except Exception as exc:  # the notebook's own failure: recorded, never fatal to the batch
-        combo.status = "failed"
-        combo.error, combo.error_cell, combo.traceback = _error_summary(exc, secrets)
+    for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+        try:
+            papermill.execute_notebook(
+                str(template),
+                str(scratch),
+                parameters=parameters,
+                cwd=str(workdir),
+                kernel_name=kernel,
+                progress_bar=False,
+                log_output=False,
+                execution_timeout=timeout,
+                report_mode=False,
+            )
+            combo.status, combo.error = "ok", None
+        except Exception as exc:  # the notebook's own failure: recorded, never fatal
+            if attempt < KERNEL_START_ATTEMPTS and _kernel_did_not_start(exc):
+                continue
+            combo.status = "failed"
+            combo.error, combo.error_cell, combo.traceback = _error_summary(exc, secrets)
+        break
     combo.duration_s = round(time.monotonic() - started, 2)
     if scratch.exists():
         try:

@@ -286,3 +286,34 @@ def test_token_limits_are_parameters_credentials_are_not(tmp_path):
     for name in ("api_key", "hf_token", "openaiSecret"):
         with pytest.raises(ConfigError, match=f"parameter '{name}': secrets are never"):
             check_parameters(path, [{name: "x"}])
+
+
+def test_a_kernel_that_did_not_start_is_started_again_not_counted_as_failed(
+    template, tmp_path, monkeypatch
+):
+    """Parallel jobs can lose a kernel port to each other (ZMQError: Address already in use,
+    then "Kernel died before replying to kernel_info"): the combination is started again.
+    A notebook's own error is never retried."""
+    import papermill
+
+    real, log = papermill.execute_notebook, tmp_path / "calls.txt"
+
+    def first_kernel_dies(*args, **kwargs):
+        # the batch's job process is forked from this one: it counts calls in a file
+        with log.open("a") as handle:
+            handle.write("call\n")
+        if log.read_text().count("call") == 1:  # fault injection: the first kernel never answers
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(papermill, "execute_notebook", first_kernel_dies)
+    df = run_batch(template, {"fixed": {"n": 2}}, out=tmp_path / "r", jobs=1)
+    assert df["status"].tolist() == ["ok"] and df["records"].tolist() == [2]
+    assert log.read_text().count("call") == 2
+
+    log.write_text("call\n")  # no more injected deaths: a notebook's own error
+    failing = run_batch(
+        template, {"fixed": {"n": 1, "label": "bad", "fail": True}}, out=tmp_path / "f", jobs=1
+    )
+    assert failing["status"].tolist() == ["failed"] and log.read_text().count("call") == 2
+    assert "planned failure" in failing["error"][0]

@@ -35,8 +35,8 @@ $(LLAMA_STAMP): $(LLAMA_BUILD) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall "$$dir"/llama_cpp_python-*.whl
 	rm -f $(VENV)/.llama-* && touch $@
 
-# Re-install only when the dependencies change.
-$(STAMP): pyproject.toml $(LLAMA_STAMP) | $(BIN)/python
+# Re-install only when the dependencies or the C kernels (built by hatch_build.py) change.
+$(STAMP): pyproject.toml hatch_build.py forgekit/evaluate/minhash/_kernels.c $(LLAMA_STAMP) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/python -m forgekit.models.llama_build check
 	touch $(STAMP)

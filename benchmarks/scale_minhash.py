@@ -17,7 +17,8 @@ process (this script with --stage), so that its peak memory is its own:
   colliding documents, driver and worker peak memory; and whether its removed set equals
   the local one.
 * per core (one process, CPU seconds, shingling included for everyone): forgekit's sha1
-  signatures (equal to datasketch's), datasketch `MinHash.bulk`, and rensa `RMinHash`
+  signatures (equal to datasketch's) with its C kernels and with its numpy code alone
+  (FORGEKIT_MINHASH_KERNEL=numpy), datasketch `MinHash.bulk`, and rensa `RMinHash`
   (run from a throwaway venv given by --rensa-python, never a forgekit dependency:
   `python3 -m venv /tmp/rensa-venv && /tmp/rensa-venv/bin/pip install rensa`), on the
   first --percore-docs synthetic documents and on the man pages of this machine; the least
@@ -226,40 +227,62 @@ def man_pages(limit: int = 18_000) -> list[str]:
     return docs
 
 
-def per_core(texts: list[str], rensa_python: str | None, work: Path, repeats: int = 3) -> dict:
-    """CPU seconds in this one process (plus rensa's own process) for the same texts: the
-    least of `repeats` runs each (alternating forgekit and the Python shingling that feeding
-    rensa and datasketch needs), since other jobs on a shared machine slow single runs by up
-    to a third; datasketch, 5x behind, runs once."""
-    from datasketch import MinHash
+def _forgekit_cpu(texts: list[str], kernel: str) -> tuple[float, np.ndarray]:
+    """CPU seconds of forgekit's sha1 signatures in this process with one kernel, and them."""
+    from forgekit.evaluate.minhash import minhash_signatures
 
-    from forgekit.evaluate.minhash import minhash_signatures, shingles
-
-    n = len(texts)
-    forgekit_runs, shingle_runs = [], []
-    for _ in range(repeats):
+    os.environ["FORGEKIT_MINHASH_KERNEL"] = kernel
+    try:
         c0 = time.process_time()
         sigs = minhash_signatures(texts, num_perm=NUM_PERM, ngram=NGRAM, n_jobs=1)
-        forgekit_runs.append(time.process_time() - c0)
+        return time.process_time() - c0, sigs
+    finally:
+        del os.environ["FORGEKIT_MINHASH_KERNEL"]
+
+
+def per_core(texts: list[str], rensa_python: str | None, work: Path, repeats: int = 3) -> dict:
+    """CPU seconds in this one process (plus rensa's own process) for the same texts: the
+    least of `repeats` runs each (alternating forgekit with its C kernels, forgekit with its
+    numpy code, and the Python shingling that feeding rensa and datasketch needs), since other
+    jobs on a shared machine slow single runs by up to a third; datasketch, far behind, runs
+    once."""
+    from datasketch import MinHash
+
+    from forgekit.evaluate.minhash import native, shingles
+
+    n = len(texts)
+    runs: dict[str, list[float]] = {"c": [], "numpy": [], "shingling": []}
+    sigs: dict[str, np.ndarray] = {}
+    for _ in range(repeats):
+        for kernel in ("c", "numpy"):
+            seconds, sigs[kernel] = _forgekit_cpu(texts, kernel)
+            runs[kernel].append(seconds)
         c0 = time.process_time()
         shingled = [shingles(t, NGRAM) for t in texts]
-        shingle_runs.append(time.process_time() - c0)
-    forgekit_s, shingle_s = min(forgekit_runs), min(shingle_runs)
+        runs["shingling"].append(time.process_time() - c0)
+    best = {name: min(times) for name, times in runs.items()}
+    forgekit_s, numpy_s, shingle_s = best["c"], best["numpy"], best["shingling"]
     c0 = time.process_time()
     encoded = [[s.encode("utf-8") for s in sh] for sh in shingled]
     bulk = MinHash.bulk(encoded, num_perm=NUM_PERM, seed=1)
     datasketch_s = time.process_time() - c0 + shingle_s
-    same = all(np.array_equal(m.hashvalues, s) for m, s in zip(bulk, sigs))
+    reference = np.array([m.hashvalues for m in bulk])
     out = {
         "documents": n,
         "shingles": int(sum(map(len, shingled))),
         "repeats": repeats,
+        "kernels": native.status(),
         "forgekit_sha1_docs_per_cpu_second": round(n / forgekit_s),
+        "forgekit_numpy_sha1_docs_per_cpu_second": round(n / numpy_s),
         "datasketch_bulk_docs_per_cpu_second": round(n / datasketch_s),
-        "forgekit_signatures_equal_datasketch": bool(same),
+        "forgekit_signatures_equal_datasketch": bool(np.array_equal(sigs["c"], reference)),
+        "forgekit_numpy_signatures_equal_datasketch": bool(
+            np.array_equal(sigs["numpy"], reference)
+        ),
         "python_shingling_cpu_seconds": round(shingle_s, 3),
-        "forgekit_cpu_seconds_each_run": [round(x, 3) for x in forgekit_runs],
-        "python_shingling_cpu_seconds_each_run": [round(x, 3) for x in shingle_runs],
+        "forgekit_cpu_seconds_each_run": [round(x, 3) for x in runs["c"]],
+        "forgekit_numpy_cpu_seconds_each_run": [round(x, 3) for x in runs["numpy"]],
+        "python_shingling_cpu_seconds_each_run": [round(x, 3) for x in runs["shingling"]],
     }
     if rensa_python and Path(rensa_python).exists():
         path = work / "shingles.json"
@@ -292,6 +315,7 @@ def per_core(texts: list[str], rensa_python: str | None, work: Path, repeats: in
         out["rensa_docs_per_cpu_second"] = round(n / (rensa_s + shingle_s))
         out["rensa_hash_only_docs_per_cpu_second"] = round(n / rensa_s)
         out["forgekit_vs_rensa"] = round((rensa_s + shingle_s) / forgekit_s, 2)
+        out["forgekit_numpy_vs_rensa"] = round((rensa_s + shingle_s) / numpy_s, 2)
         path.unlink()
     out["forgekit_vs_datasketch"] = round(datasketch_s / forgekit_s, 2)
     return out

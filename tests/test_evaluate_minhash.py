@@ -38,6 +38,14 @@ TEXTS = [
 ]
 
 
+@pytest.fixture(params=["c", "numpy"])
+def kernel(request, monkeypatch):
+    """Run the test with the C kernels and again with the numpy code: both must give
+    datasketch's results."""
+    monkeypatch.setenv("FORGEKIT_MINHASH_KERNEL", request.param)
+    return request.param
+
+
 def _english_corpus(n_base: int = 60, seed: int = 7):
     """Random 60-word documents plus, for every third one, a copy with one word replaced."""
     rng = random.Random(seed)
@@ -72,7 +80,7 @@ def _chinese_corpus(seed: int = 3):
 
 
 @pytest.mark.parametrize("ngram", [1, 3, 5])
-def test_sha1_signatures_equal_datasketch_per_token_updates(ngram):
+def test_sha1_signatures_equal_datasketch_per_token_updates(ngram, kernel):
     sigs = minhash_signatures(TEXTS, num_perm=64, ngram=ngram, hash="sha1")
     for text, sig in zip(TEXTS, sigs, strict=True):
         reference = MinHash(num_perm=64)
@@ -130,7 +138,7 @@ def _datasketch_bulk(texts, ngram, num_perm=64):
 
 
 @pytest.mark.parametrize("repeats", [True, False])
-def test_sha1_signatures_equal_datasketch_on_a_chunk_of_many_shingles(repeats):
+def test_sha1_signatures_equal_datasketch_on_a_chunk_of_many_shingles(repeats, kernel):
     # One chunk of a few hundred documents, enough shingles for the per-chunk grouping of
     # repeated shingles (repeats=True: boilerplate everywhere) or for the sample to skip it
     # (False: every word new), with the edge cases among them: empty, shorter than ngram,
@@ -179,7 +187,7 @@ MIXED_WORDS = [
 
 @pytest.mark.parametrize("script", ["auto", "words", "chars"])
 @pytest.mark.parametrize("ngram", [1, 3, 5])
-def test_chunk_sha1_hashes_equal_datasketch_on_every_shingle(ngram, script):
+def test_chunk_sha1_hashes_equal_datasketch_on_every_shingle(ngram, script, kernel):
     rng = random.Random(ngram)
     texts = ["", " ", "hi", "hi there", "!!!", "y" * 300]
     for _ in range(400):
@@ -211,7 +219,7 @@ def test_cjk_text_is_shingled_by_characters_and_english_by_words():
 
 
 @pytest.mark.parametrize("hash_name", ["fast", "sha1"])
-def test_planted_english_near_duplicates_are_found(hash_name):
+def test_planted_english_near_duplicates_are_found(hash_name, kernel):
     docs, planted = _english_corpus()
     df = pd.DataFrame({"id": [f"d{i}" for i in range(len(docs))], "input": docs})
     result = minhash_dedup(df, threshold=0.7, hash=hash_name)
@@ -226,7 +234,7 @@ def test_planted_english_near_duplicates_are_found(hash_name):
     assert 0.8 <= pairs["estimated_jaccard"].mean() <= 0.98
 
 
-def test_planted_chinese_near_duplicates_are_found():
+def test_planted_chinese_near_duplicates_are_found(kernel):
     docs, planted = _chinese_corpus()
     result = minhash_dedup([{"input": d} for d in docs], threshold=0.7)
     assert result.key == "row"
@@ -265,7 +273,7 @@ def test_in_memory_index_agrees_with_datasketch_minhashlsh():
     assert lsh_params(0.6, 128) == (lsh.b, lsh.r)
 
 
-def test_parallel_hashing_gives_the_same_signatures():
+def test_parallel_hashing_gives_the_same_signatures(kernel):
     docs, _ = _english_corpus(n_base=30)
     one = minhash_signatures(docs, n_jobs=1, chunk_size=8)
     two = minhash_signatures(docs, n_jobs=2, chunk_size=8)

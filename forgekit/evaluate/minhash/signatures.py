@@ -6,10 +6,11 @@ permutations (taken from a datasketch MinHash object, not re-derived), over the 
 hashes of `hashfunc`.
 
 What changes against datasketch is how the work is done: no per-token `update` call and no
-MinHash object per document; the permutations are applied to all shingles of a chunk at once,
-one permutation at a time over a contiguous vector, reduced per document with
-`np.minimum.reduceat` (a shingles x num_perm broadcast is slower: it thrashes the cache); and
-chunks can be spread over several processes.
+MinHash object per document. In C (`native`), one pass over a chunk's shingles keeps every
+permutation's minimum. Without C, numpy applies the permutations to all shingles of a chunk
+at once, one permutation at a time over a contiguous vector, reduced per document with
+`np.minimum.reduceat` (a shingles x num_perm broadcast is slower: it thrashes the cache).
+Either way, chunks can be spread over several processes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from forgekit.errors import ConfigError
 from forgekit.evaluate.minhash.hashfunc import HASHES, shingle_hashes
+from forgekit.evaluate.minhash.native import affine32_min, kernels
 from forgekit.evaluate.minhash.sha1 import release_buffers
 from forgekit.evaluate.text import check_script
 
@@ -58,9 +60,12 @@ def _sign_chunk(
     hash: str = "sha1",
 ) -> np.ndarray:
     """Signatures (len(texts) x num_perm, uint32) for one chunk of documents."""
+    hashed, counts = shingle_hashes(texts, ngram, script, hash)
+    lib = kernels()
+    if lib is not None:
+        return affine32_min(lib, hashed, counts, a, b)
     num_perm = len(a)
     out = np.full((len(texts), num_perm), _MAX32, dtype=np.uint32)
-    hashed, counts = shingle_hashes(texts, ngram, script, hash)
     rows = np.flatnonzero(counts)
     if not len(rows):
         return out  # every document empty: datasketch's empty MinHash (all max values)

@@ -394,7 +394,8 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "parameters": {"threshold": THRESHOLD, "num_perm": NUM_PERM, "ngram": NGRAM},
         "corpus": corpus,
-        "note": "shared 2-core machine with other jobs running: wall times are upper bounds",
+        # other jobs on a shared machine slow every stage: the load says how quiet it was
+        "load_average": {"start_1min": round(os.getloadavg()[0], 2)},
     }
     if args.reuse and args.out.exists():  # stages skipped this time keep their last results
         previous = json.loads(args.out.read_text())
@@ -410,6 +411,7 @@ def main() -> None:
     local, remote = args.workdir / "local_removed.npy", args.workdir / "ray_removed.npy"
     if local.exists() and remote.exists():  # the rows each removed (kept from a --reuse run)
         results["ray_removed_equals_local"] = bool(np.array_equal(np.load(local), np.load(remote)))
+    results["load_average"]["end_1min"] = round(os.getloadavg()[0], 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

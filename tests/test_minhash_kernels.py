@@ -134,3 +134,23 @@ def test_a_library_that_computes_wrong_hashes_fails_its_check_and_is_not_used(
             native.kernels()
     finally:
         native._load.cache_clear()
+
+
+def test_forge_config_says_which_minhash_kernels_run(monkeypatch):
+    import json
+    import subprocess
+    import sys
+
+    def config() -> dict:
+        run = subprocess.run(
+            [sys.executable, "-m", "forgekit.cli", "config"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        return json.loads(run.stdout)["minhash"]
+
+    assert config() == native.status()
+    monkeypatch.setenv(native.ENV, "numpy")
+    assert config() == {"kernels": "numpy", "why": "FORGEKIT_MINHASH_KERNEL=numpy"}

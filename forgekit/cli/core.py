@@ -9,6 +9,7 @@ from typing import Any
 from forgekit.cli.options import add_model_option
 from forgekit.config import config_path, default_model_name, get_profile, list_profiles
 from forgekit.engine.cache import default_cache_path
+from forgekit.evaluate.minhash.native import status as minhash_kernels_status
 
 
 def _cmd_models(args: argparse.Namespace, ctx: Any) -> Any:
@@ -64,6 +65,8 @@ def _cmd_config(args: argparse.Namespace, ctx: Any) -> Any:
         "default_model": default_model_name(),
         "active_profile": get_profile(name).public(),
         "cache": str(default_cache_path()),
+        # whether MinHash runs its C kernels here, or numpy and why
+        "minhash": minhash_kernels_status(),
     }
 
 
@@ -81,8 +84,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     config = subparsers.add_parser(
         "config",
         help="show the active configuration (never secrets)",
-        description="Show the config file in use and the active model profile. API keys are "
-        "never shown; `api_key_set` says whether the key variable is set.",
+        description="Show the config file in use, the active model profile and whether MinHash "
+        "uses its C kernels. API keys are never shown; `api_key_set` says whether the key "
+        "variable is set.",
     )
     add_model_option(config)
     config.set_defaults(handler=_cmd_config)

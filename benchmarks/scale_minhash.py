@@ -346,7 +346,7 @@ def run_stage(stage: str, args: argparse.Namespace) -> dict:
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=1_000_000)
     parser.add_argument("--files", type=int, default=16)
@@ -365,7 +365,11 @@ def main() -> None:
         "of --skip'ped stages from --out",
     )
     parser.add_argument("--stage", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
     folder = args.workdir / "corpus"
     if args.stage:
         work = args.workdir
@@ -377,6 +381,15 @@ def main() -> None:
             answer = stage_percore(folder, work, args.percore_docs, args.rensa_python, args.repeats)
         print(json.dumps(answer))
         return
+    results = measure(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Make (or reuse) the corpus and run every stage not skipped, each in its own process."""
+    folder = args.workdir / "corpus"
     described = args.workdir / "corpus.json"
     if (
         args.reuse
@@ -412,9 +425,16 @@ def main() -> None:
     if local.exists() and remote.exists():  # the rows each removed (kept from a --reuse run)
         results["ray_removed_equals_local"] = bool(np.array_equal(np.load(local), np.load(remote)))
     results["load_average"]["end_1min"] = round(os.getloadavg()[0], 2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    return results
+
+
+def minhash_scaling(quick: bool = False) -> dict:
+    """For benchmarks/scale.py: the whole measurement at 1M documents (quick: 20k), reusing
+    the corpus of an earlier run of the same size."""
+    size = ["--docs", "20000", "--workdir", "/tmp/forgekit-scale-minhash-quick"] if quick else []
+    args = _parser().parse_args(["--reuse", *size])
+    args.out = args.workdir / "scale-part.json"  # no earlier results to keep
+    return measure(args)
 
 
 if __name__ == "__main__":

@@ -57,8 +57,9 @@ def register(subparsers: Any) -> None:
         "--hash",
         choices=["sha1", "fast"],
         default="sha1",
-        help="minhash shingle hash: sha1 gives datasketch's exact signatures, fast is ~2x "
-        "faster (default: sha1)",
+        help="minhash shingle hash: sha1 gives datasketch's exact signatures (and is the "
+        "fastest with the C kernels, see `forge config`); fast is ~2x faster without them "
+        "(default: sha1)",
     )
     dedup.add_argument(
         "--storage-config",

@@ -408,3 +408,20 @@ def test_unreachable_redis_is_a_clear_error(redis_port):
             ["a b c d", "a b c d"],
             storage_config={"type": "redis", "redis": {"port": closed_port}},
         )
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 3000, 200_000])
+def test_shared_band_keys_are_found_exactly(n):
+    # a value alone in its table slot is unique; crowded slots are compared exactly: the
+    # answer must be np.unique's, with planted repeats, many near-equal values (the same top
+    # bits, so the same slot) and a value repeated many times
+    from forgekit.evaluate.minhash.lsh import _repeated
+
+    rng = np.random.default_rng(n)
+    values = rng.integers(0, 2**64, n, dtype=np.uint64)
+    if n > 10:
+        values[rng.integers(0, n, n // 10)] = values[rng.integers(0, n, n // 10)]
+        values[: n // 20] = values[: n // 20] & np.uint64(0xFFFF) | np.uint64(7 << 60)
+        values[-5:] = values[0]
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    assert np.array_equal(_repeated(values), counts[inverse] > 1)

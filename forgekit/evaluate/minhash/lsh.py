@@ -37,25 +37,80 @@ def lsh_params(
 
 
 def band_keys(sigs: np.ndarray, bands: int, r: int) -> tuple[np.ndarray, np.ndarray]:
-    """(bands x n) 64-bit keys of each document's bands, and which documents share at least
-    one band key with another document (only those can be or have LSH candidates).
+    """(bands x n) 64-bit keys of each document's bands, and (bands x n) whether each key is
+    shared with another document (only shared keys can make LSH candidates).
 
     MinHashLSH keys a band by its bytes; a 64-bit hash of the band's r values only adds a
     2^-64 chance of a spurious candidate, which the Jaccard check would still have to accept.
     """
     n = len(sigs)
     keys = np.empty((bands, n), dtype=np.uint64)
-    collides = np.zeros(n, dtype=bool)
+    shared = np.zeros((bands, n), dtype=bool)
     mul = np.uint64(NGRAM_MUL)
     with np.errstate(over="ignore"):
         for j in range(bands):
+            # the band's columns copied out once (a column of sigs is a strided gather)
+            block = np.ascontiguousarray(sigs[:, j * r : (j + 1) * r].T)
             h = np.full(n, NGRAM_SEED, dtype=np.uint64)
-            for col in sigs[:, j * r : (j + 1) * r].T:
-                h = fmix64(h * mul + col.astype(np.uint64))
+            for col in block:
+                h = fmix64(h * mul + col)  # uint32 col: widened inside the add
             keys[j] = h
-            _, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
-            collides |= counts[inverse] > 1
-    return keys, collides
+            shared[j] = _repeated(h)
+    return keys, shared
+
+
+def _repeated(values: np.ndarray) -> np.ndarray:
+    """Whether each value occurs more than once. The values are hashes (uniform bits): a value
+    alone in its slot of a table ~4x their count is unique; only the crowded ones, a fifth
+    of them, are compared exactly (np.unique over everything costs ~4x more)."""
+    bits = min(max((4 * len(values)).bit_length(), 10), 22)
+    slot = (values >> np.uint64(64 - bits)).astype(np.intp)
+    maybe = np.flatnonzero(np.bincount(slot, minlength=1 << bits)[slot] > 1)
+    out = np.zeros(len(values), dtype=bool)
+    if len(maybe):
+        _, inverse, counts = np.unique(values[maybe], return_inverse=True, return_counts=True)
+        out[maybe] = counts[inverse] > 1
+    return out
+
+
+def _keep_first(
+    sigs: np.ndarray,
+    keys: np.ndarray,
+    shared: np.ndarray,
+    threshold: float,
+    duplicate_of: np.ndarray,
+    similarity: np.ndarray,
+) -> None:
+    """The keep-first loop over the documents with a shared band key, in order, with one dict
+    of (band, key) -> kept rows. A key no other document has can neither find a candidate nor
+    be found, so only shared keys are looked up and indexed: exact, and most of a colliding
+    document's bands are skipped (a near-duplicate pair usually shares a few of them)."""
+    bands = len(keys)
+    rows = np.flatnonzero(shared.any(axis=0))
+    mask = shared[:, rows].T  # (colliding rows x bands), row-major: entries in row order
+    pos, band = np.nonzero(mask)
+    # (band, key) as one Python int: the key in the high bits, the band in the low ones
+    entry = (keys[band, rows[pos]].astype(object) << bands.bit_length()) | band.astype(object)
+    entries = entry.tolist()
+    ends = np.cumsum(np.count_nonzero(mask, axis=1)).tolist()
+    table: dict[int, list[int]] = {}
+    lo = 0
+    for i, hi in zip(rows.tolist(), ends, strict=True):
+        mine = entries[lo:hi]
+        lo = hi
+        candidates: set[int] = set()
+        for k in mine:
+            hit = table.get(k)
+            if hit:
+                candidates.update(hit)
+        if candidates:
+            best, sim = best_match(sigs, i, list(candidates))
+            if sim >= threshold:
+                duplicate_of[i] = best
+                similarity[i] = sim
+                continue
+        for k in mine:
+            table.setdefault(k, []).append(i)
 
 
 def lsh_dedup(
@@ -79,28 +134,18 @@ def lsh_dedup(
         bands, r = params
         if bands * r > num_perm or bands < 2:
             raise ConfigError(f"params={params}: need bands >= 2 and bands*rows <= {num_perm}")
-    keys, collides = band_keys(sigs, bands, r)
+    keys, shared = band_keys(sigs, bands, r)
     # A document whose band keys are unique in every band never has a candidate and is never
     # one: it is kept without entering the loop. This is exact, and skips most documents.
     if storage_config is not None:
         return keep_first_in_index(
-            sigs, threshold, (bands, r), storage_config, collides, duplicate_of, similarity
+            sigs,
+            threshold,
+            (bands, r),
+            storage_config,
+            shared.any(axis=0),
+            duplicate_of,
+            similarity,
         )
-    rows = np.flatnonzero(collides)
-    row_keys = keys[:, rows].T.tolist()
-    tables: list[dict[int, list[int]]] = [{} for _ in range(bands)]
-    for i, doc_keys in zip(rows.tolist(), row_keys, strict=True):
-        candidates: set[int] = set()
-        for table, key in zip(tables, doc_keys, strict=True):
-            hit = table.get(key)
-            if hit:
-                candidates.update(hit)
-        if candidates:
-            best, sim = best_match(sigs, i, list(candidates))
-            if sim >= threshold:
-                duplicate_of[i] = best
-                similarity[i] = sim
-                continue
-        for table, key in zip(tables, doc_keys, strict=True):
-            table.setdefault(key, []).append(i)
+    _keep_first(sigs, keys, shared, threshold, duplicate_of, similarity)
     return duplicate_of, similarity

@@ -339,11 +339,14 @@ def run_stage(stage: str, args: argparse.Namespace) -> dict:
     if args.rensa_python:
         cmd += ["--rensa-python", args.rensa_python]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    t0 = time.perf_counter()
+    t0, load = time.perf_counter(), os.getloadavg()[0]
     run = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if run.returncode:
         return {"error": run.stderr.strip().splitlines()[-1:], "seconds": time.perf_counter() - t0}
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    answer = json.loads(run.stdout.strip().splitlines()[-1])
+    # each stage's own load: a --reuse run keeps stages measured at another time
+    answer["load_average_1min"] = {"start": round(load, 2), "end": round(os.getloadavg()[0], 2)}
+    return answer
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ import numpy as np
 
 from forgekit.errors import ConfigError
 from forgekit.evaluate.minhash.hashfunc import HASHES, shingle_hashes
-from forgekit.evaluate.minhash.native import affine32_min, kernels
+from forgekit.evaluate.minhash.native import affine32_min, kernel_choice, kernels
 from forgekit.evaluate.minhash.sha1 import release_buffers
 from forgekit.evaluate.text import check_script
 
@@ -123,6 +123,7 @@ def minhash_signatures(
     if num_perm < 2:
         raise ConfigError(f"num_perm={num_perm}: must be at least 2")
     check_script(script)
+    kernel_choice()  # a wrong FORGEKIT_MINHASH_KERNEL fails here, not in a worker process
     a, b = permutations(num_perm, seed)
     texts = list(texts)
     jobs = resolve_jobs(n_jobs, len(texts))

@@ -8,9 +8,9 @@ Two hash functions, both computed for all shingles of a chunk at once with numpy
   per shingle.
 * "fast": twice as fast as "sha1" in numpy, but slower than "sha1" in C. Tokens are hashed
   by tabulation hashing over their bytes and combined per shingle, with no Python code per
-  token. `fast_shingle_hash` is the same
-  function on one shingle in plain Python: `datasketch.MinHash(hashfunc=fast_shingle_hash)`
-  fed token tuples gives the same signatures. Results differ from the SHA-1 ones only by
+  token. `fast_shingle_hash` is the same function on one shingle in plain Python:
+  `datasketch.MinHash(hashfunc=fast_shingle_hash)` fed token tuples gives the same
+  signatures. Results differ from the SHA-1 ones only by
   MinHash's own sampling noise (near the threshold), as two datasketch seeds differ.
 """
 

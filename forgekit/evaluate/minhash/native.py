@@ -122,21 +122,18 @@ def _self_check(lib: Any) -> str:
 
 
 def _affine_numpy(hashes: Any, counts: Any, a: Any, b: Any) -> Any:
-    """The reference for the self-check: min over each document of a * fmix32(h) + b."""
+    """The reference for the self-check: min over each document of a * fmix32(h) + b, with
+    the numpy code's own pre-mix."""
     import numpy as np
 
+    from forgekit.evaluate.minhash.signatures import _fmix32
+
     out = np.full((len(counts), len(a)), 0xFFFFFFFF, dtype=np.uint32)
-    at = 0
+    bounds = np.cumsum(counts).tolist()
     with np.errstate(over="ignore"):
-        for d, n in enumerate(counts.tolist()):
-            h = hashes[at : at + n].astype(np.uint32)
-            at += n
-            h ^= h >> np.uint32(16)
-            h *= np.uint32(0x85EBCA6B)
-            h ^= h >> np.uint32(13)
-            h *= np.uint32(0xC2B2AE35)
-            h ^= h >> np.uint32(16)
-            if n:
+        for d, (lo, hi) in enumerate(zip([0, *bounds[:-1]], bounds, strict=True)):
+            if hi > lo:
+                h = _fmix32(hashes[lo:hi].astype(np.uint32))
                 out[d] = (h[:, None] * a[None, :] + b[None, :]).min(axis=0)
     return out
 
@@ -183,9 +180,9 @@ def kernels() -> Any:
 
 def status() -> dict:
     """Which kernels MinHash uses here and why (for benchmarks and bug reports)."""
-    lib, why = _load()
     if kernel_choice() == "numpy":
         return {"kernels": "numpy", "why": f"{ENV}=numpy"}
+    lib, why = _load()
     if lib is None:
         return {"kernels": "numpy", "why": why}
     return {"kernels": "c", "isa": lib.fk_kernels_isa().decode()}
